@@ -1,0 +1,162 @@
+"""Typed configuration of a run. Every default lives here; a run's config is one JSON file.
+
+`RunConfig.from_dict` rejects unknown keys and wrong types with the dotted key at fault;
+`apply_overrides(cfg, ["data.eta=0.4"])` is what `--set key=value` does on the CLI.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+SOURCES = ("scenes", "flickr8k", "karpathy", "csv", "jsonl", "webdataset")
+
+
+@dataclass
+class ScenesConfig:
+    """The built-in procedurally drawn scenes (see mdw/data/scenes.py)."""
+    n_train: int = 3000          # images; each has 3-5 captions
+    n_dev: int = 300
+    n_test: int = 500
+    seed: int = 0
+    min_objects: int = 1
+    max_objects: int = 3
+    min_captions: int = 3
+    max_captions: int = 5
+
+
+@dataclass
+class DataConfig:
+    source: str = "scenes"       # one of SOURCES, or "auto" (detected from `path`)
+    path: str = ""               # folder, JSON/CSV/JSONL file, or shard folder / glob
+    image_root: str = ""         # where Karpathy JSON / CSV image paths are relative to
+    eta: float = 0.0             # fraction of training pairs whose images are deranged (METHOD §1)
+    noise_seed: int = 0
+    image_size: int = 64         # the size images are decoded and cached at
+    max_skip_fraction: float = 0.05  # bad items skipped up to this fraction, else an error
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+
+    def validate(self):
+        if self.source not in SOURCES + ("auto",):
+            raise ConfigError(f"data.source: unknown source {self.source!r}; known: {', '.join(SOURCES)}, auto")
+        if not (0.0 <= self.eta < 1.0):
+            raise ConfigError(f"data.eta: noise ratio must be in [0, 1), got {self.eta!r}")
+        if self.image_size < 8:
+            raise ConfigError(f"data.image_size: must be at least 8, got {self.image_size}")
+        if self.source != "scenes" and not self.path:
+            raise ConfigError(f"data.path: source {self.source!r} needs a path")
+        s = self.scenes
+        if not (1 <= s.min_objects <= s.max_objects <= 3):
+            raise ConfigError("data.scenes: need 1 <= min_objects <= max_objects <= 3")
+        if not (1 <= s.min_captions <= s.max_captions):
+            raise ConfigError("data.scenes: need 1 <= min_captions <= max_captions")
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "cpu-small"    # a preset name (mdw/models/presets.py), "ARCH", "ARCH:TAG" or "ARCH:/path/to.pt"
+    embed_dim: int = 0           # 0: the preset's own
+    device: str = "auto"         # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    cache_dir: str = ""          # "": $MDW_CACHE or ~/.cache/mdw
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> "RunConfig":
+        self.data.validate()
+        return self
+
+    def resolved_cache_dir(self) -> str:
+        return self.cache_dir or os.environ.get("MDW_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mdw")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return _build(cls, d, "").validate()
+
+    @classmethod
+    def load(cls, path: str) -> "RunConfig":
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: a config must be a JSON object, got {type(d).__name__}")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+
+def _build(cls, d, prefix: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected an object, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix + unknown[0]!r}; known here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for k, v in d.items():
+        kwargs[k] = _coerce(hints[k], v, prefix + k)
+    return cls(**kwargs)
+
+
+def _coerce(tp, v, key: str):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, v, key + ".")
+    if tp is bool:
+        if isinstance(v, bool):
+            return v
+    elif tp is int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    elif tp is float:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    elif tp is str:
+        if isinstance(v, str):
+            return v
+    else:
+        return v
+    raise ConfigError(f"{key}: expected {tp.__name__}, got {v!r}")
+
+
+def apply_overrides(cfg: RunConfig, overrides: list) -> RunConfig:
+    """Apply `key=value` strings (dotted keys; values parsed as JSON, else taken as text)."""
+    d = cfg.to_dict()
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = d
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"--set {item!r}: unknown key {key!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"--set {item!r}: unknown key {key!r}")
+        node[parts[-1]] = value
+    return RunConfig.from_dict(d)

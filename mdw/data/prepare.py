@@ -1,0 +1,86 @@
+"""The data stage: source → PairSet → decoded image cache → corrupt images dropped → noise.
+
+`prepare` is deterministic for a config, so later stages rebuild the same data from the cache;
+`pairs_record` / `load_prepared` write and read it back through the run folder's data/pairs.json,
+whose recorded noise permutation is the truth for every later stage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from .image_cache import cached_images
+from .noise import Noise, apply_noise, make_noise
+from .pairset import PairSet
+
+
+@dataclass
+class Prepared:
+    pairs: PairSet          # corrupt images dropped, noise applied
+    images: np.ndarray      # (n_images, S, S, 3) uint8, aligned with pairs.images
+    noise: Noise
+    fingerprint: str        # of the clean data (images + captions), before noise
+
+
+def prepare(cfg: DataConfig, cache_dir: str, progress: Optional[Callable[[float, str], None]] = None,
+            noise: Optional[Noise] = None) -> Prepared:
+    from .sources import load_source
+
+    say = progress or (lambda frac, msg="": None)
+    say(0.0, "reading the data source")
+    ps = load_source(cfg)
+    say(0.05, f"decoding {ps.n_images} images at {cfg.image_size} px")
+    arr, bad = cached_images(ps, cfg.image_size, cache_dir, lambda f: say(0.05 + 0.9 * f, "decoding images"))
+    if bad:
+        limit = max(1, int(cfg.max_skip_fraction * ps.n_images))
+        if len(bad) > limit:
+            first = "; ".join(f"{ps.images.key(i)} ({err})" for i, err in bad[:5])
+            raise DataError(f"{ps.name}: {len(bad)} of {ps.n_images} images cannot be decoded "
+                            f"(more than data.max_skip_fraction={cfg.max_skip_fraction}); first: {first}")
+        bad_idx = {i for i, _ in bad}
+        keep = np.asarray([i for i in range(ps.n_images) if i not in bad_idx], dtype=np.int64)
+        ps = ps.drop_images(sorted(bad_idx), "corrupt image")
+        arr = np.ascontiguousarray(arr[keep])
+    if ps.n_pairs == 0 or len(ps.pairs_in("train")) == 0:
+        raise DataError(f"{ps.name}: no training pairs left after skipping bad items: {ps.skipped}")
+    fingerprint = ps.fingerprint()
+    if noise is None:
+        noise = make_noise(ps, cfg.eta, cfg.noise_seed)
+    ps = apply_noise(ps, noise)
+    say(1.0, "data ready")
+    return Prepared(ps, arr, noise, fingerprint)
+
+
+def pairs_record(p: Prepared, cfg: DataConfig) -> dict:
+    """data/pairs.json: dataset identity, split sizes, every pair, the noise permutation."""
+    ps = p.pairs
+    return {
+        "source": ps.name,
+        "config": {"source": cfg.source, "path": cfg.path, "image_root": cfg.image_root,
+                   "image_size": cfg.image_size},
+        "fingerprint": p.fingerprint,
+        "counts": ps.counts(),
+        "skipped": ps.skipped,
+        "skipped_examples": ps.skipped_examples,
+        "noise": p.noise.to_dict(),
+        "images": {"key": [ps.images.key(i) for i in range(ps.n_images)],
+                   "split": ps.image_split.tolist()},
+        "pairs": {"caption": list(ps.captions),
+                  "image": ps.pair_image.tolist(),
+                  "true_image": ps.true_image.tolist(),
+                  "is_noisy": ps.is_noisy.astype(int).tolist()},
+    }
+
+
+def load_prepared(record: dict, cfg: DataConfig, cache_dir: str,
+                  progress: Optional[Callable[[float, str], None]] = None) -> Prepared:
+    """Rebuild a run's data from its pairs.json record (noise as recorded), checking identity."""
+    p = prepare(cfg, cache_dir, progress, noise=Noise.from_dict(record["noise"]))
+    if p.fingerprint != record["fingerprint"]:
+        raise DataError(f"{p.pairs.name}: the data source changed since this run's data stage "
+                        f"(fingerprint {p.fingerprint} != recorded {record['fingerprint']}); start a new run")
+    return p

@@ -1,0 +1,25 @@
+"""Errors a user can act on: each says what is wrong and where (file, line, key or value)."""
+
+
+class MDWError(Exception):
+    """Base class: a clear, user-facing error (the CLI prints it without a traceback)."""
+
+
+class DataError(MDWError):
+    """A data source cannot be read: names the file, line or key at fault."""
+
+
+class ConfigError(MDWError):
+    """A configuration value is out of range or unknown: names the key and the value."""
+
+
+class ModelError(MDWError):
+    """A model preset, architecture or checkpoint cannot be built or loaded."""
+
+
+class RunError(MDWError):
+    """A run folder or run id is invalid, or a run cannot be started / cancelled."""
+
+
+class Cancelled(Exception):
+    """Raised inside a run when a cancel was requested; the run ends in state `cancelled`."""
