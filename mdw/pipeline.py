@@ -25,7 +25,7 @@ STAGES: list = [("data", stage_data)]
 
 def run_pipeline(ctx, show_bars: bool | None = None) -> None:
     """Run every stage not yet done, in order (the body given to run_in_context)."""
-    cfg = RunConfig.from_dict(ctx.store.read_config(ctx.run_id))
+    cfg = RunConfig.from_dict(ctx.config)
     for name, fn in STAGES:
         if ctx.stage_done(name):
             ctx.log(f"stage {name}: already done, skipped")

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
+from ..runs.store import atomic_save, atomic_write_json
 from .pairset import PairSet
 
 _CHUNK = 256
@@ -75,11 +76,6 @@ def cached_images(ps: PairSet, size: int, cache_dir: str,
                 progress(1.0)
             return arr, bad
     arr, bad = decode_all(ps, size, progress)
-    suffix = f".tmp-{os.getpid()}"
-    with open(arr_path + suffix, "wb") as f:
-        np.save(f, arr)
-    with open(bad_path + suffix, "w", encoding="utf-8") as f:
-        json.dump(bad, f)
-    os.replace(arr_path + suffix, arr_path)   # the array first: a .bad.json marks a complete pair
-    os.replace(bad_path + suffix, bad_path)
+    atomic_save(arr_path, lambda tmp: np.save(tmp, arr))
+    atomic_write_json(bad_path, bad)   # written last: it marks a complete entry
     return arr, bad

@@ -2,7 +2,8 @@
 
 A scene is stored as numbers only (object specs + background parameters) and drawn on demand at any
 size, so one scene rendered at 64 px and at 128 px is the same picture. Shapes are drawn at 2-4x
-the requested size and downsampled with LANCZOS; the background is a smooth function of position.
+the requested size and box-downsampled (anti-aliased); the background is a smooth function of
+position.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ COLOURS = {  # saturated / bright: never close to the muted, dark backgrounds
     "white": (242, 242, 242),
 }
 SIZES = ("small", "large")
-SIZE_EXTENT = {"small": (0.17, 0.21), "large": (0.30, 0.38)}  # longest box side / image side
+SIZE_EXTENT = {"small": (0.17, 0.21), "large": (0.30, 0.38)}  # longest box side / image
 TEXTURES = ("plain", "striped", "checked")
 
 Rgb = tuple[int, int, int]
@@ -35,7 +36,7 @@ Rgb = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class SceneObject:
-    """One drawn object: its words, its box centre and longest side (image fractions), its colour."""
+    """One drawn object: its words, box centre and longest side (image fractions), colour."""
 
     shape: str
     colour: str
@@ -169,8 +170,9 @@ def render_scene(scene: Scene, size: int) -> Image.Image:
             poly = [(cx + px * r, cy + py * r) for px, py in pts]
             dfg.polygon(poly, fill=o.rgb)
             dmask.polygon(poly, fill=255)
-    # fg is drawn on black, so after the (linear) downsampling it is premultiplied by coverage
-    fg_small = np.asarray(fg.resize((size, size), Image.LANCZOS), dtype=np.float32)
-    cover = np.asarray(mask.resize((size, size), Image.LANCZOS), dtype=np.float32)[..., None] / 255.0
+    # box-filter downsampling (exact pixel coverage, ~10x faster than LANCZOS here); fg is drawn
+    # on black, so after this linear downsampling it is premultiplied by coverage
+    fg_small = np.asarray(fg.reduce(ss), dtype=np.float32)
+    cover = np.asarray(mask.reduce(ss), dtype=np.float32)[..., None] / 255.0
     out = render_background(scene.background, size) * (1.0 - cover) + fg_small
     return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
