@@ -64,15 +64,46 @@ class ModelConfig:
 
 
 @dataclass
+class ExpertConfig:
+    """Expert training (METHOD §2-3): DTCL's two tracks, or one plain InfoNCE track."""
+    dtcl: bool = True            # False: the plain InfoNCE expert (same trainer, one track)
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 1e-3             # Adam
+    weight_decay: float = 0.0
+    warmup_epochs: int = 1       # DTCL: complementary loss alone for these epochs (ours)
+    lambda_c: float = 1.0        # weight of the complementary loss next to the weighted InfoNCE
+    weighting: str = "soft"      # soft: w = partner's clean probability | hard: w = [w > 0.5]
+    flag_threshold: float = 0.5  # flagged noisy when the consensus score is below this
+    buffer_epochs: int = 0       # epochs kept in the trajectory buffer (0: all)
+    autocast: str = "auto"       # auto: bf16 on CUDA, off on CPU | bf16 | off
+    eval_every: int = 1          # expert recall on the clean test split every N epochs (and the last)
+
+    def validate(self):
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError("experts: need epochs >= 1 and batch_size >= 2")
+        if not (0 <= self.warmup_epochs < self.epochs or (not self.dtcl)):
+            raise ConfigError(f"experts.warmup_epochs: must be below experts.epochs ({self.epochs})")
+        if self.weighting not in ("soft", "hard"):
+            raise ConfigError(f"experts.weighting: unknown {self.weighting!r}; known: soft, hard")
+        if self.autocast not in ("auto", "bf16", "off"):
+            raise ConfigError(f"experts.autocast: unknown {self.autocast!r}; known: auto, bf16, off")
+        if not (0.0 < self.flag_threshold < 1.0):
+            raise ConfigError(f"experts.flag_threshold: must be in (0, 1), got {self.flag_threshold}")
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     seed: int = 0
     cache_dir: str = ""          # "": $MDW_CACHE or ~/.cache/mdw
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    experts: ExpertConfig = field(default_factory=ExpertConfig)
 
     def validate(self) -> "RunConfig":
         self.data.validate()
+        self.experts.validate()
         return self
 
     def resolved_cache_dir(self) -> str:

@@ -3,9 +3,14 @@ run folder and writes its own outputs atomically; a finished stage is never redo
 from __future__ import annotations
 
 from .config import RunConfig
-from .data.prepare import pairs_record, prepare
+from .data.prepare import Prepared, load_prepared, pairs_record, prepare
+from .models.presets import build_model
 from .progress import progress_bar
-from .runs.store import atomic_write_json
+from .runs.store import atomic_write_json, read_json
+from .train.data import build_tensors
+from .train.dtcl import train_experts
+from .train.experts_io import save_experts
+from .train.score import save_reference
 
 
 def stage_data(ctx, cfg: RunConfig, report) -> None:
@@ -20,7 +25,26 @@ def stage_data(ctx, cfg: RunConfig, report) -> None:
               noisy=int(len(p.noise.pairs)), skipped=sum(p.pairs.skipped.values()))
 
 
-STAGES: list = [("data", stage_data)]
+def run_data(ctx, cfg: RunConfig, report=None) -> Prepared:
+    """The run's data as its data stage recorded it (images from the cache, noise as recorded)."""
+    record = read_json(ctx.path("data", "pairs.json"))
+    return load_prepared(record, cfg.data, cfg.resolved_cache_dir(), report)
+
+
+def stage_experts(ctx, cfg: RunConfig, report) -> None:
+    """Train the experts (DTCL or plain); write experts/, dtcl/scores and per-epoch events."""
+    p = run_data(ctx, cfg, lambda f, m="": report(0.03 * f, m))
+    encoder = build_model(cfg.model, cfg.data.image_size, seed=cfg.seed).text
+    pairs, test = build_tensors(p, encoder, cfg.resolved_cache_dir(),
+                                progress=lambda f: report(0.03 + 0.07 * f, "text features"))
+    res = train_experts(pairs, test, cfg.experts, cfg.model, cfg.data.image_size, seed=cfg.seed,
+                        progress=lambda f, m="": report(0.1 + 0.9 * f, m),
+                        on_epoch=lambda epoch, metrics: ctx.event(epoch, **metrics))
+    save_experts(res, ctx.run_dir, cfg.experts, cfg.model, cfg.data.image_size)
+    save_reference(pairs, res.scores["consensus"][-1], ctx.run_dir, res.kind, cfg.experts.batch_size - 1, cfg.seed)
+
+
+STAGES: list = [("data", stage_data), ("experts", stage_experts)]
 
 
 def run_pipeline(ctx, show_bars: bool | None = None) -> None:
@@ -36,4 +60,3 @@ def run_pipeline(ctx, show_bars: bool | None = None) -> None:
 
 def stage_names() -> list:
     return [n for n, _ in STAGES]
-

@@ -80,3 +80,20 @@ def test_faiss_recall_equals_brute_force_and_perfect_embedding():
         assert fa[k] == pytest.approx(v)
     perfect = recall_at_k(img, img[owner], owner)
     assert all(perfect[f"{d}@{k}"] == 100.0 for d in ("IR", "TR") for k in (1, 5, 10))
+
+
+def test_gmm_posterior_matches_sklearn_and_round_trips():
+    from sklearn.mixture import GaussianMixture
+
+    from mdw.train.gmm import LossGMM
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(1.0, 0.2, 400), rng.normal(2.5, 0.3, 100)])
+    g = LossGMM.fit(x)
+    ref = GaussianMixture(2, max_iter=20, tol=1e-3, reg_covar=5e-4, random_state=0).fit(
+        ((x - x.min()) / (x.max() - x.min())).reshape(-1, 1))
+    clean = int(np.argmin(ref.means_.ravel()))
+    xn = ((x - x.min()) / (x.max() - x.min())).reshape(-1, 1)
+    assert np.allclose(g.posterior(x), ref.predict_proba(xn)[:, clean], atol=1e-6)
+    again = LossGMM.from_dict(g.to_dict())
+    assert np.allclose(again.posterior(np.array([0.5, 3.0])), g.posterior(np.array([0.5, 3.0])))
+    assert g.posterior(np.array([0.9]))[0] > 0.9 and g.posterior(np.array([2.6]))[0] < 0.1

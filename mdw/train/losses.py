@@ -1,4 +1,5 @@
-"""Contrastive losses on a batch of B aligned pairs (logits z = scale · img @ txtᵀ, z_ii positive).
+"""Contrastive losses on a batch of B aligned pairs: logits z (B, B), z_ii the positive
+(MDWModel.logits gives z = s / τ).
 
 `infonce_per_pair`  ℓ_i = ½ [CE(z_i·, i) + CE(z_·i, i)]                       (symmetric InfoNCE)
 `complementary_per_pair` (RCL, Hu et al. 2023):
@@ -10,11 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def logits(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """(B, B) logits of L2-normalised embeddings; logit_scale is log(1/τ), clamped to τ ≥ 0.01."""
-    return logit_scale.clamp(max=4.6052).exp() * img @ txt.t()
 
 
 def infonce_per_pair(z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,74 @@
+"""Tensors for training and evaluating retrieval models, built from a prepared run's data.
+
+Images stay uint8 (n_images, S, S, 3) in memory; a batch becomes float [0, 1] (B, 3, S, S) on
+the device only when used. Text is the frozen encoder's cached g0 features.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..data.prepare import Prepared
+from ..models.text_cache import cached_g0_features
+
+
+def to_float_images(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1] on device."""
+    return batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@dataclass
+class PairTensors:
+    """The training pairs: caption n is shown with image pair_image[n] (noisy where is_noisy)."""
+    images: torch.Tensor          # (n_images, S, S, 3) uint8, every image of the data set
+    pair_image: torch.Tensor      # (N,) long
+    g0: torch.Tensor              # (N, g0_dim) float32
+    pair_ids: np.ndarray          # (N,) the pairs' indices in the run's PairSet / pairs.json
+    is_noisy: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.pair_image)
+
+    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple:
+        return to_float_images(self.images[self.pair_image[idx]], device), self.g0[idx].to(device)
+
+
+@dataclass
+class RetrievalSplit:
+    """A clean evaluation split: its images and every caption with its own image."""
+    images: torch.Tensor          # (n_img, S, S, 3) uint8
+    g0: torch.Tensor              # (n_txt, g0_dim)
+    caption_image: np.ndarray     # (n_txt,) index into `images`
+
+
+def build_tensors(p: Prepared, encoder, cache_dir: str, eval_split: str = "test", progress=None) -> tuple:
+    """(training pairs, clean eval split); g0 features of every caption come from the text cache."""
+    ps = p.pairs
+    g0_all = cached_g0_features(ps.captions, encoder, cache_dir, progress=progress)
+    images = torch.from_numpy(np.array(p.images))  # a writable in-memory copy of the (memory-mapped) cache
+    train = ps.pairs_in("train")
+    pairs = PairTensors(images, torch.from_numpy(ps.pair_image[train]).long(), g0_all[train], train,
+                        None if ps.is_noisy is None else ps.is_noisy[train].astype(bool))
+    ev = ps.pairs_in(eval_split)
+    img_ids = ps.images_in(eval_split)
+    remap = np.full(ps.n_images, -1, dtype=np.int64)
+    remap[img_ids] = np.arange(len(img_ids))
+    split = RetrievalSplit(images[torch.from_numpy(img_ids)], g0_all[ev], remap[ps.true_image[ev]])
+    return pairs, split
+
+
+@torch.no_grad()
+def embed_split(model, split: RetrievalSplit, batch_size: int = 512) -> tuple:
+    """(image embeddings, text embeddings) of a split, L2-normalised, float32 on the CPU."""
+    was = model.training
+    model.eval()
+    dev = model.device
+    img = torch.cat([model.encode_image(to_float_images(split.images[i:i + batch_size], dev)).float().cpu()
+                     for i in range(0, len(split.images), batch_size)])
+    txt = torch.cat([model.encode_text_g0(split.g0[i:i + batch_size].to(dev)).float().cpu()
+                     for i in range(0, len(split.g0), batch_size)])
+    model.train(was)
+    return img, txt

@@ -1,0 +1,78 @@
+"""Experts and DTCL scores in the run folder.
+
+experts/<kind>/buffer_<T>.pt   (n_epochs_kept, P) float32: trainable parameters at epoch 0..K
+experts/<kind>/final_<T>.pt    {"params": (P,), "buffers": BatchNorm statistics} of the last epoch
+experts/<kind>/meta.json       preset, image size, parameter names/shapes, epochs kept, lr, GMMs
+dtcl/scores.npz (kind dtcl) or dtcl/scores_plain.npz: per epoch × pair arrays (EPOCH_ARRAYS),
+                               pair_ids, is_noisy; dtcl/summary.json: the last epoch's numbers.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..config import ExpertConfig, ModelConfig
+from ..models.model import MDWModel
+from ..models.presets import build_model
+from ..runs.store import atomic_save, atomic_write_json, read_json
+from .dtcl import ExpertsResult
+
+
+def scores_name(kind: str) -> str:
+    return "scores.npz" if kind == "dtcl" else f"scores_{kind}.npz"
+
+
+def save_experts(res: ExpertsResult, run_dir: str, cfg: ExpertConfig, model_cfg: ModelConfig, image_size: int) -> None:
+    folder = os.path.join(run_dir, "experts", res.kind)
+    m0 = res.tracks[0].model
+    for t in res.tracks:
+        buf = torch.stack(t.buffer)
+        atomic_save(os.path.join(folder, f"buffer_{t.name}.pt"), lambda tmp, buf=buf: torch.save(buf, tmp))
+        final = {"params": t.model.flat_params(), "buffers": t.model.flat_buffers()}
+        atomic_save(os.path.join(folder, f"final_{t.name}.pt"), lambda tmp, f=final: torch.save(f, tmp))
+    arrays = dict(res.scores)
+    arrays["pair_ids"] = res.pair_ids
+    if res.is_noisy is not None:
+        arrays["is_noisy"] = res.is_noisy.astype(np.uint8)
+    atomic_save(os.path.join(run_dir, "dtcl", scores_name(res.kind)), lambda tmp: np.savez_compressed(tmp, **arrays))
+    atomic_write_json(os.path.join(folder, "meta.json"), {
+        "kind": res.kind, "tracks": [t.name for t in res.tracks], "preset": model_cfg.preset,
+        "embed_dim": model_cfg.embed_dim, "image_size": image_size,
+        "n_params": int(m0.num_trainable()),
+        "params": [[n, list(p.shape)] for n, p in m0.trainable_parameters()],
+        "epochs": cfg.epochs, "epochs_kept": len(res.tracks[0].buffer) - 1, "lr": cfg.lr,
+        "batch_size": cfg.batch_size, "flag_threshold": cfg.flag_threshold,
+        "gmm": {t.name: t.gmm.to_dict() for t in res.tracks},
+        "history": res.history,
+    })
+    last = res.history[-1]
+    summary = {"kind": res.kind, "epochs": cfg.epochs, "pairs": int(len(res.pair_ids)), **last}
+    name = "summary.json" if res.kind == "dtcl" else f"summary_{res.kind}.json"
+    atomic_write_json(os.path.join(run_dir, "dtcl", name), summary)
+
+
+def experts_meta(run_dir: str, kind: str = "dtcl") -> dict:
+    return read_json(os.path.join(run_dir, "experts", kind, "meta.json"))
+
+
+def load_buffer(run_dir: str, kind: str = "dtcl", track: str = "A") -> torch.Tensor:
+    return torch.load(os.path.join(run_dir, "experts", kind, f"buffer_{track}.pt"), map_location="cpu")
+
+
+def load_expert(run_dir: str, kind: str = "dtcl", track: str = "A", device: Optional[str] = None) -> MDWModel:
+    """The track's final model (trainable parameters and BatchNorm statistics), in eval mode."""
+    meta = experts_meta(run_dir, kind)
+    model = build_model(ModelConfig(preset=meta["preset"], embed_dim=meta["embed_dim"], device=device or "auto"),
+                        meta["image_size"])
+    final = torch.load(os.path.join(run_dir, "experts", kind, f"final_{track}.pt"), map_location="cpu")
+    model.load_flat_params(final["params"])
+    model.load_flat_buffers(final["buffers"])
+    return model.eval()
+
+
+def load_scores(run_dir: str, kind: str = "dtcl") -> dict:
+    with np.load(os.path.join(run_dir, "dtcl", scores_name(kind))) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,109 @@
+"""Score any (image, caption) pairs with a run's experts: similarity and clean probability.
+
+A new pair's loss is its symmetric InfoNCE against a fixed reference batch of trusted training
+pairs (kept with the experts, `experts/<kind>/reference.pt`), the same kind of loss the GMM was fit
+on at the last epoch; the stored GMM turns it into a clean probability per track.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..data.image_cache import to_square
+from ..data.readers import read_table
+from ..errors import DataError
+from ..runs.store import atomic_save, atomic_write_text
+from .data import PairTensors, to_float_images
+from .experts_io import experts_meta, load_expert
+from .gmm import LossGMM
+
+
+def save_reference(pairs: PairTensors, consensus: np.ndarray, run_dir: str, kind: str, size: int, seed: int = 0) -> None:
+    """Keep `size` training pairs the experts trust most-likely-clean, as the scoring reference."""
+    trusted = np.flatnonzero(consensus >= 0.5)
+    pool = trusted if len(trusted) >= size else np.argsort(-consensus)[:size]
+    pick = np.sort(np.random.default_rng(seed).choice(pool, size=min(size, len(pool)), replace=False))
+    idx = torch.from_numpy(pick)
+    ref = {"images": pairs.images[pairs.pair_image[idx]].clone(), "g0": pairs.g0[idx].clone(),
+           "pair_ids": torch.from_numpy(pairs.pair_ids[pick])}
+    atomic_save(os.path.join(run_dir, "experts", kind, "reference.pt"), lambda tmp: torch.save(ref, tmp))
+
+
+@torch.no_grad()
+def pair_losses(model, images: torch.Tensor, g0: torch.Tensor, ref: dict) -> tuple:
+    """(loss, similarity) of each pair (images[i], g0[i]) against the reference batch."""
+    dev = model.device
+    img = model.encode_image(to_float_images(images, dev)).float()
+    txt = model.encode_text_g0(g0.to(dev)).float()
+    r_img = model.encode_image(to_float_images(ref["images"], dev)).float()
+    r_txt = model.encode_text_g0(ref["g0"].to(dev)).float()
+    scale = model.scale().float()
+    pos = (img * txt).sum(1)
+    row = torch.cat([pos[:, None], img @ r_txt.t()], 1) * scale        # image -> [own text, reference texts]
+    col = torch.cat([pos[:, None], txt @ r_img.t()], 1) * scale        # text -> [own image, reference images]
+    target = torch.zeros(len(pos), dtype=torch.long, device=dev)
+    loss = 0.5 * (F.cross_entropy(row, target, reduction="none") + F.cross_entropy(col, target, reduction="none"))
+    return loss.cpu().numpy(), pos.cpu().numpy()
+
+
+def score_pairs(run_dir: str, image_paths: Sequence[str], captions: Sequence[str], kind: str = "dtcl",
+                batch_size: int = 256) -> dict:
+    """Per pair: similarity and clean probability under each track, their means, the flag."""
+    meta = experts_meta(run_dir, kind)
+    ref = torch.load(os.path.join(run_dir, "experts", kind, "reference.pt"), map_location="cpu")
+    size = meta["image_size"]
+    images = []
+    for p in image_paths:
+        try:
+            with open(p, "rb") as f:
+                img = Image.open(f)
+                img.load()
+                images.append(to_square(img.convert("RGB"), size))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{p}: cannot read the image ({e})") from None
+    images = torch.from_numpy(np.stack(images)) if images else torch.zeros((0, size, size, 3), dtype=torch.uint8)
+    out: dict = {}
+    g0 = None
+    for t in meta["tracks"]:
+        model = load_expert(run_dir, kind, t)
+        if g0 is None:
+            g0 = model.text.encode_g0(list(captions)).float().cpu()
+        losses, sims = [], []
+        for i in range(0, len(captions), batch_size):
+            l, s = pair_losses(model, images[i:i + batch_size], g0[i:i + batch_size], ref)
+            losses.append(l)
+            sims.append(s)
+        loss, sim = np.concatenate(losses) if losses else np.zeros(0), np.concatenate(sims) if sims else np.zeros(0)
+        out[f"similarity_{t}"] = sim
+        out[f"loss_{t}"] = loss
+        out[f"clean_{t}"] = LossGMM.from_dict(meta["gmm"][t]).posterior(loss) if len(loss) else loss
+    out["similarity"] = np.mean([out[f"similarity_{t}"] for t in meta["tracks"]], axis=0)
+    out["clean"] = np.mean([out[f"clean_{t}"] for t in meta["tracks"]], axis=0)
+    out["flagged"] = (out["clean"] < meta["flag_threshold"]).astype(int)
+    return out
+
+
+def score_file(run_dir: str, pairs_file: str, out_csv: str, image_root: str = "", kind: str = "dtcl") -> int:
+    """Read (image, caption) rows from a CSV/TSV/JSONL file, score them, write a CSV; rows written."""
+    ps = read_table(pairs_file, image_root=image_root, max_skip_fraction=0.0)
+    paths = [ps.images.path(int(i)) for i in ps.pair_image]
+    s = score_pairs(run_dir, paths, ps.captions, kind)
+    tracks = experts_meta(run_dir, kind)["tracks"]
+    cols = ["similarity", "clean", "flagged"] + [f"{m}_{t}" for t in tracks for m in ("similarity", "clean")]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["image", "caption"] + cols)
+    for n in range(len(paths)):
+        w.writerow([ps.images.key(int(ps.pair_image[n])), ps.captions[n]] +
+                   [f"{s[c][n]:.6f}" if c != "flagged" else int(s[c][n]) for c in cols])
+    atomic_write_text(out_csv, buf.getvalue())
+    if ps.skipped:
+        print("skipped: " + ", ".join(f"{k}: {v}" for k, v in ps.skipped.items()))
+    return len(paths)
