@@ -82,8 +82,8 @@ class ExpertConfig:
     def validate(self):
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError("experts: need epochs >= 1 and batch_size >= 2")
-        if not (0 <= self.warmup_epochs < self.epochs or (not self.dtcl)):
-            raise ConfigError(f"experts.warmup_epochs: must be below experts.epochs ({self.epochs})")
+        if not (0 <= self.warmup_epochs <= self.epochs):
+            raise ConfigError(f"experts.warmup_epochs: must be in [0, experts.epochs={self.epochs}]")
         if self.weighting not in ("soft", "hard"):
             raise ConfigError(f"experts.weighting: unknown {self.weighting!r}; known: soft, hard")
         if self.autocast not in ("auto", "bf16", "off"):

@@ -50,3 +50,11 @@ def soft_contrastive(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     rows = targets / targets.sum(dim=1, keepdim=True).clamp_min(1e-8)
     cols = targets.t() / targets.t().sum(dim=1, keepdim=True).clamp_min(1e-8)
     return 0.5 * (-(rows * z.log_softmax(dim=1)).sum(1).mean() - (cols * z.t().log_softmax(dim=1)).sum(1).mean())
+
+
+def wbce(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """LoRS-style weighted BCE between sigmoid(z) and soft targets P: positives (P mass) and
+    negatives (1 − P mass) each averaged, so the few positives weigh as much as the many negatives."""
+    pos = targets / targets.sum().clamp_min(1e-8)
+    neg = (1 - targets) / (1 - targets).sum().clamp_min(1e-8)
+    return -(pos * F.logsigmoid(z)).sum() - (neg * F.logsigmoid(-z)).sum()

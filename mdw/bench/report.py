@@ -1,0 +1,47 @@
+"""Writing benchmark results: flat JSON rows (dataset, eta, method, M?, metrics...) and a Markdown
+table, with the config used recorded beside them."""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+
+import torch
+
+from ..runs.store import atomic_write_json, atomic_write_text
+
+
+def clean_number(v):
+    if isinstance(v, float):
+        return None if math.isnan(v) else round(v, 4)
+    return v
+
+
+def environment() -> dict:
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return {"device": dev, "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def markdown_table(rows: list, columns: list) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = ""
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            cells.append("–" if v is None else f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else
+                         f"{v:.1f}" if isinstance(v, float) else str(v))
+        body += "| " + " | ".join(cells) + " |\n"
+    return head + body
+
+
+def write_results(out_dir: str, name: str, rows: list, config: dict, markdown: str) -> tuple:
+    """docs/benchmarks/<name>.json (rows), <name>.config.json, <name>.md; returns the paths."""
+    rows = [{k: clean_number(v) for k, v in r.items()} for r in rows]
+    paths = tuple(os.path.join(out_dir, f"{name}{ext}") for ext in (".json", ".config.json", ".md"))
+    atomic_write_json(paths[0], rows)
+    atomic_write_json(paths[1], {"config": config, "environment": environment()})
+    atomic_write_text(paths[2], markdown)
+    return paths

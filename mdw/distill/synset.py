@@ -1,0 +1,93 @@
+"""The distilled set D̃ = (Ṽ, T̃, P̃) with learned student step size(s) α (METHOD §4).
+
+Ṽ: M images in pixels (M, 3, S, S), float, initialised from real images in [0, 1].
+T̃: M text features in the frozen encoder's g0 space (M, g0_dim), initialised from captions.
+P̃ = sigmoid(Z) ∈ [0,1]^{M×M}, Z = +a on the diagonal and −a elsewhere, so P̃ starts near the identity.
+α: log step sizes, one per parameter group (here: the image tower, the text projection, the logit
+scale), initialised to the experts' learning rate; α = exp(log_alpha) stays positive.
+`init_from` records which real pairs the set started from (for decoding and the audit view).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..runs.store import atomic_save
+
+GROUPS = ("visual", "text", "logit_scale")
+
+
+def param_group(name: str) -> str:
+    return "visual" if name.startswith("visual.") else "logit_scale" if name == "logit_scale" else "text"
+
+
+@dataclass
+class DistilledSet:
+    images: torch.Tensor            # Ṽ (M, 3, S, S)
+    text: torch.Tensor              # T̃ (M, g0_dim)
+    z: torch.Tensor                 # Z (M, M); P̃ = sigmoid(Z)
+    log_alpha: torch.Tensor         # (len(GROUPS),)
+    init_pairs: np.ndarray          # (M,) the real pairs Ṽ, T̃ started from
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def m(self) -> int:
+        return self.images.shape[0]
+
+    def p(self) -> torch.Tensor:
+        return torch.sigmoid(self.z)
+
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp()
+
+    def tensors(self) -> list:
+        return [self.images, self.text, self.z, self.log_alpha]
+
+    def requires_grad_(self, flag: bool = True) -> "DistilledSet":
+        for t in self.tensors():
+            t.requires_grad_(flag)
+        return self
+
+    @classmethod
+    def from_real(cls, images_u8: torch.Tensor, g0: torch.Tensor, pair_ids: np.ndarray, lr: float,
+                  z_init: float = 3.0, meta: Optional[dict] = None) -> "DistilledSet":
+        """Ṽ, T̃ from M real pairs (uint8 images (M, S, S, 3), their captions' g0 features)."""
+        m = len(pair_ids)
+        z = torch.full((m, m), -z_init)
+        z.fill_diagonal_(z_init)
+        return cls(images=images_u8.permute(0, 3, 1, 2).float().div(255.0).contiguous(),
+                   text=g0.detach().float().clone(), z=z,
+                   log_alpha=torch.full((len(GROUPS),), math.log(lr)),
+                   init_pairs=np.asarray(pair_ids, dtype=np.int64), meta=dict(meta or {}))
+
+    def state(self) -> dict:
+        return {"images": self.images.detach().cpu(), "text": self.text.detach().cpu(), "z": self.z.detach().cpu(),
+                "log_alpha": self.log_alpha.detach().cpu(), "init_pairs": torch.from_numpy(self.init_pairs),
+                "meta": self.meta}
+
+    def save(self, path: str) -> None:
+        state = self.state()
+        atomic_save(path, lambda tmp: torch.save(state, tmp))
+
+    @classmethod
+    def load(cls, path: str, device: str = "cpu") -> "DistilledSet":
+        s = torch.load(path, map_location=device, weights_only=True)
+        return cls(s["images"], s["text"], s["z"], s["log_alpha"], s["init_pairs"].numpy(), s.get("meta", {}))
+
+    def images_u8(self) -> np.ndarray:
+        """Ṽ as displayable uint8 (M, S, S, 3), clipped to [0, 1]."""
+        return (self.images.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def decode_text(text: torch.Tensor, real_g0: torch.Tensor, k: int = 3) -> tuple:
+    """Nearest real captions of each T̃ row by cosine similarity in g0 space: (indices (M,k), sims (M,k))."""
+    a = F.normalize(text.detach().float(), dim=1)
+    b = F.normalize(real_g0.float(), dim=1)
+    sims = a @ b.t()
+    top = sims.topk(min(k, b.shape[0]), dim=1)
+    return top.indices.numpy(), top.values.numpy()
