@@ -75,7 +75,7 @@ class ExpertConfig:
     lambda_c: float = 1.0        # weight of the complementary loss next to the weighted InfoNCE
     weighting: str = "soft"      # soft: w = partner's clean probability | hard: w = [w > 0.5]
     flag_threshold: float = 0.5  # flagged noisy when the consensus score is below this
-    buffer_epochs: int = 0       # epochs kept in the trajectory buffer (0: all)
+    buffer_epochs: int = 0       # epochs kept in the buffer (0: what distillation reads, max_start_epoch + expert_epochs)
     autocast: str = "auto"       # auto: bf16 on CUDA, off on CPU | bf16 | off
     eval_every: int = 1          # expert recall on the clean test split every N epochs (and the last)
 
@@ -93,6 +93,43 @@ class ExpertConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation (METHOD §4-6): M pairs matched to the experts' trajectories."""
+    m: int = 50                  # distilled pairs
+    iterations: int = 200
+    syn_steps: int = 8           # N student steps per iteration
+    expert_epochs: int = 2       # K: target θ*_{s+K}
+    max_start_epoch: int = 4     # s < max_start_epoch
+    syn_batch: int = 0           # student minibatch size; 0: all M
+    loss: str = "soft"           # soft (contrastive vs row-normalised P̃) | wbce
+    learn_p: bool = True         # False: P̃ stays the identity (hard labels)
+    z_init: float = 3.0          # Z = ±a: P̃ starts near the identity
+    ceo: bool = True             # correspondence-enhanced pixel updates (§6)
+    ceo_topk: int = 3
+    ceo_floor: float = 0.2       # λ: no pixel is frozen
+    ceo_refresh: int = 10        # R: masks recomputed every R iterations
+    lr_images: float = 0.01      # Adam, pixels in [0, 1]
+    lr_text: float = 0.005       # Adam, g0 features
+    lr_z: float = 0.05           # Adam, P̃'s logits
+    lr_alpha: float = 0.01       # Adam, log step sizes
+    init: str = "clean"          # clean: start from pairs DTCL trusts | random
+    snapshots: int = 10          # snapshots of (Ṽ, T̃, P̃) kept, evenly spaced (plus the start and end)
+    experts: str = "dtcl"        # which experts' trajectories: dtcl | plain
+
+    def validate(self):
+        if self.m < 2 or self.iterations < 0 or self.syn_steps < 1:
+            raise ConfigError("distill: need m >= 2, iterations >= 0, syn_steps >= 1")
+        if self.loss not in ("soft", "wbce"):
+            raise ConfigError(f"distill.loss: unknown {self.loss!r}; known: soft, wbce")
+        if self.init not in ("clean", "random"):
+            raise ConfigError(f"distill.init: unknown {self.init!r}; known: clean, random")
+        if self.experts not in ("dtcl", "plain"):
+            raise ConfigError(f"distill.experts: unknown {self.experts!r}; known: dtcl, plain")
+        if not (0.0 <= self.ceo_floor <= 1.0):
+            raise ConfigError(f"distill.ceo_floor: must be in [0, 1], got {self.ceo_floor}")
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -100,10 +137,12 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     experts: ExpertConfig = field(default_factory=ExpertConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def validate(self) -> "RunConfig":
         self.data.validate()
         self.experts.validate()
+        self.distill.validate()
         return self
 
     def resolved_cache_dir(self) -> str:

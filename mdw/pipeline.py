@@ -2,6 +2,8 @@
 run folder and writes its own outputs atomically; a finished stage is never redone on resume."""
 from __future__ import annotations
 
+import dataclasses
+
 from .config import RunConfig
 from .data.prepare import Prepared, load_prepared, pairs_record, prepare
 from .models.presets import build_model
@@ -37,10 +39,13 @@ def stage_experts(ctx, cfg: RunConfig, report) -> None:
     encoder = build_model(cfg.model, cfg.data.image_size, seed=cfg.seed).text
     pairs, test = build_tensors(p, encoder, cfg.resolved_cache_dir(),
                                 progress=lambda f: report(0.03 + 0.07 * f, "text features"))
-    res = train_experts(pairs, test, cfg.experts, cfg.model, cfg.data.image_size, seed=cfg.seed,
+    d = cfg.distill
+    experts_cfg = cfg.experts if cfg.experts.buffer_epochs else dataclasses.replace(
+        cfg.experts, buffer_epochs=min(cfg.experts.epochs, d.max_start_epoch + d.expert_epochs))
+    res = train_experts(pairs, test, experts_cfg, cfg.model, cfg.data.image_size, seed=cfg.seed,
                         progress=lambda f, m="": report(0.1 + 0.9 * f, m),
                         on_epoch=lambda epoch, metrics: ctx.event(epoch, **metrics))
-    save_experts(res, ctx.run_dir, cfg.experts, cfg.model, cfg.data.image_size)
+    save_experts(res, ctx.run_dir, experts_cfg, cfg.model, cfg.data.image_size)
     save_reference(pairs, res.scores["consensus"][-1], ctx.run_dir, res.kind, cfg.experts.batch_size - 1, cfg.seed)
 
 

@@ -1,0 +1,95 @@
+"""The distillation loop: pick an expert and a start epoch, match N student steps on D̃ to K expert
+epochs (mdw/distill/matching.py), rescale the pixel gradient with CEO, one Adam step on Ṽ, T̃, Z, α.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..config import DistillConfig, ModelConfig
+from ..models.presets import build_model
+from ..train.data import PairTensors
+from .ceo import apply_ceo, ceo_masks
+from .matching import Student, match_adjoint
+from .synset import DistilledSet
+
+
+def choose_init_pairs(consensus: Optional[np.ndarray], n_pairs: int, m: int, how: str, seed: int) -> np.ndarray:
+    """M training pairs (positions in PairTensors) to start from: among those DTCL scores clean."""
+    rng = np.random.default_rng(seed)
+    pool = np.arange(n_pairs)
+    if how == "clean" and consensus is not None:
+        clean = np.flatnonzero(consensus >= 0.5)
+        pool = clean if len(clean) >= m else np.argsort(-consensus)[:m]
+    return np.sort(rng.choice(pool, size=m, replace=False))
+
+
+def init_distilled(pairs: PairTensors, consensus: Optional[np.ndarray], cfg: DistillConfig, lr: float,
+                   seed: int) -> DistilledSet:
+    pos = choose_init_pairs(consensus, len(pairs), cfg.m, cfg.init, seed)
+    idx = torch.from_numpy(pos)
+    return DistilledSet.from_real(pairs.images[pairs.pair_image[idx]], pairs.g0[idx], pairs.pair_ids[pos], lr,
+                                  cfg.z_init, meta={"init": cfg.init})
+
+
+def snapshot_iterations(cfg: DistillConfig) -> set:
+    n = max(cfg.snapshots, 0)
+    its = {0, cfg.iterations}
+    if n and cfg.iterations:
+        its |= {int(round(cfg.iterations * (k + 1) / (n + 1))) for k in range(n)}
+    return its
+
+
+def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image_size: int, cfg: DistillConfig,
+            seed: int = 0, progress: Optional[Callable[[float, str], None]] = None,
+            on_iteration: Optional[Callable[[int, dict], None]] = None,
+            on_snapshot: Optional[Callable[[int, DistilledSet], None]] = None) -> DistilledSet:
+    """Optimise `syn` in place against `trajectories` (list of (epochs, P) buffers); returns it."""
+    model = build_model(model_cfg, image_size, seed=seed)   # the architecture; θ comes from the buffers
+    dev = model.device
+    for name in ("images", "text", "z", "log_alpha"):
+        setattr(syn, name, getattr(syn, name).to(dev).detach())
+    syn.requires_grad_(True)
+    student = Student(model, cfg.loss)
+    groups = [{"params": [syn.images], "lr": cfg.lr_images}, {"params": [syn.text], "lr": cfg.lr_text},
+              {"params": [syn.log_alpha], "lr": cfg.lr_alpha}]
+    if cfg.learn_p:
+        groups.append({"params": [syn.z], "lr": cfg.lr_z})
+    opt = torch.optim.Adam(groups)
+    rng = np.random.default_rng(seed)
+    bs = cfg.syn_batch or syn.m
+    snaps = snapshot_iterations(cfg)
+    masks = None
+    if on_snapshot and 0 in snaps:
+        on_snapshot(0, syn)
+    for it in range(1, cfg.iterations + 1):
+        t0 = time.time()
+        buf = trajectories[int(rng.integers(len(trajectories)))]
+        top = min(cfg.max_start_epoch, buf.shape[0] - 1 - cfg.expert_epochs)
+        if top < 1:
+            raise ValueError(f"distill: the buffer keeps {buf.shape[0] - 1} epochs; need expert_epochs + 1")
+        s = int(rng.integers(0, top))
+        start, target = buf[s].to(dev), buf[s + cfg.expert_epochs].to(dev)
+        batches = [torch.from_numpy(rng.permutation(syn.m)[:bs]).to(dev) for _ in range(cfg.syn_steps)]
+        opt.zero_grad(set_to_none=True)
+        loss = match_adjoint(student, syn, start, target, batches)
+        if not cfg.learn_p:
+            syn.z.grad = None
+        if cfg.ceo:
+            if masks is None or (it - 1) % max(cfg.ceo_refresh, 1) == 0:
+                masks = ceo_masks(model, syn, start, cfg.ceo_topk)
+            syn.images.grad = apply_ceo(syn.images.grad, masks, cfg.ceo_floor)
+        opt.step()
+        with torch.no_grad():
+            syn.images.clamp_(0.0, 1.0)   # the synthetic images stay images (ours)
+        metrics = {"L_TM": loss, "start_epoch": s, "alpha": syn.alpha().mean().item(), "sec": time.time() - t0}
+        if on_iteration:
+            on_iteration(it, metrics)
+        if progress:
+            progress(it / cfg.iterations, f"iteration {it}/{cfg.iterations}, L_TM {loss:.4f}")
+        if on_snapshot and it in snaps:
+            on_snapshot(it, syn)
+    return syn.requires_grad_(False)

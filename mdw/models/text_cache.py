@@ -1,0 +1,85 @@
+"""Frozen text features g0(t), computed once per (captions, encoder) and cached on disk.
+
+g0 is frozen, so every stage (DTCL, distillation init, evaluation) trains on these cached
+features. The file is `cache_dir/text/<encoder_id>-<fingerprint>.pt`, a dict holding the
+(N, g0_dim) float32 tensor and what it was made from; it is written atomically, so a killed
+run never leaves half a file. A file that does not match (other size, unreadable) is recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Callable, Optional, Protocol, Sequence
+
+import torch
+
+from ..progress import progress_bar
+from ..runs.store import atomic_save
+
+FORMAT_VERSION = 1
+
+
+class G0Encoder(Protocol):
+    """What the cache needs of a text encoder (FrozenTextEncoder, FrozenOpenClipText)."""
+    encoder_id: str
+    g0_dim: int
+
+    def encode_g0(self, captions: Sequence[str], batch_size: int = 256,
+                  progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor: ...
+
+
+def text_fingerprint(captions: Sequence[str], key_extra: str = "") -> str:
+    """A hash of the captions in order (and `key_extra`); any change gives another key."""
+    h = hashlib.sha1(f"v{FORMAT_VERSION}|{len(captions)}|{key_extra}|".encode())
+    for c in captions:
+        h.update(c.encode("utf-8", errors="surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()[:20]
+
+
+def text_cache_path(captions: Sequence[str], encoder: G0Encoder, cache_dir: str, key_extra: str = "") -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", encoder.encoder_id)
+    return os.path.join(cache_dir, "text", f"{name}-{text_fingerprint(captions, key_extra)}.pt")
+
+
+def _load(path: str, n: int, dim: int) -> Optional[torch.Tensor]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        feats = blob["features"]
+    except Exception:  # unreadable or another format: recompute and overwrite
+        return None
+    if not isinstance(feats, torch.Tensor) or tuple(feats.shape) != (n, dim):
+        return None
+    return feats.float()
+
+
+def cached_g0_features(captions: Sequence[str], encoder: G0Encoder, cache_dir: str, key_extra: str = "",
+                       progress: Optional[Callable[[float], None]] = None, batch_size: int = 256,
+                       show_bar: Optional[bool] = None) -> torch.Tensor:
+    """(N, g0_dim) float32 CPU features of `captions`, from the cache or encoded (and saved) once.
+
+    `encoder` may be an MDWModel (its `.text` is used). `progress(done_frac)` is called while
+    encoding (and with 1.0 on a cache hit); a tqdm bar shows in a terminal (`show_bar` forces it).
+    """
+    if hasattr(encoder, "encode_text_g0"):  # an MDWModel
+        encoder = encoder.text
+    captions = list(captions)
+    path = text_cache_path(captions, encoder, cache_dir, key_extra)
+    if os.path.isfile(path):
+        feats = _load(path, len(captions), encoder.g0_dim)
+        if feats is not None:
+            if progress is not None:
+                progress(1.0)
+            return feats
+
+    sink = (lambda frac, message="": progress(frac)) if progress is not None else None
+    with progress_bar(f"text features ({len(captions)} captions)", sink=sink, show=show_bar) as report:
+        feats = encoder.encode_g0(captions, batch_size=batch_size,
+                                  progress=lambda done, total: report(done / max(total, 1)))
+        report(1.0)
+    feats = feats.detach().float().cpu().contiguous()
+    blob = {"features": feats, "encoder_id": encoder.encoder_id, "n": len(captions),
+            "fingerprint": text_fingerprint(captions, key_extra), "version": FORMAT_VERSION}
+    atomic_save(path, lambda tmp: torch.save(blob, tmp))
+    return feats
