@@ -112,6 +112,7 @@ class DistillConfig:
     lr_text: float = 0.005       # Adam, g0 features
     lr_z: float = 0.05           # Adam, P̃'s logits
     lr_alpha: float = 0.01       # Adam, log step sizes
+    alpha_init: str = "auto"     # auto: N steps cover the expert's K-epoch move | lr: the experts' lr
     init: str = "clean"          # clean: start from pairs DTCL trusts | random
     snapshots: int = 10          # snapshots of (Ṽ, T̃, P̃) kept, evenly spaced (plus the start and end)
     experts: str = "dtcl"        # which experts' trajectories: dtcl | plain
@@ -123,6 +124,8 @@ class DistillConfig:
             raise ConfigError(f"distill.loss: unknown {self.loss!r}; known: soft, wbce")
         if self.init not in ("clean", "random"):
             raise ConfigError(f"distill.init: unknown {self.init!r}; known: clean, random")
+        if self.alpha_init not in ("auto", "lr"):
+            raise ConfigError(f"distill.alpha_init: unknown {self.alpha_init!r}; known: auto, lr")
         if self.experts not in ("dtcl", "plain"):
             raise ConfigError(f"distill.experts: unknown {self.experts!r}; known: dtcl, plain")
         if not (0.0 <= self.ceo_floor <= 1.0):

@@ -86,7 +86,11 @@ def breaking_point(rows: list, dataset: str):
     return None
 
 
-def run(cfg: DetectionBenchConfig, log: Callable[[str], None] = print) -> tuple:
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run(cfg: DetectionBenchConfig, log: Callable[[str], None] = _print) -> tuple:
     from ..config import RunConfig
     cache = cfg.cache_dir or RunConfig().resolved_cache_dir()
     rows, timing = [], {}

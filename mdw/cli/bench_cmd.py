@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..bench import detection
+from . import heatmap_cmd
 
 
 def add_parser(sub) -> None:
@@ -15,10 +16,19 @@ def add_parser(sub) -> None:
     d.add_argument("--flickr8k", default=None, help="path of the Flickr8k folder")
     d.add_argument("--scenes-train", type=int, default=None, help="scenes training images")
     d.add_argument("--out", default=None, help="output folder (default docs/benchmarks)")
+    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     d.set_defaults(func=run_detection)
+    heatmap_cmd.add_bench_parser(bsub)
+
+
+def set_threads(n: int) -> None:
+    if n:
+        import torch
+        torch.set_num_threads(n)
 
 
 def run_detection(args) -> int:
+    set_threads(args.threads)
     cfg = detection.DetectionBenchConfig()
     cfg.datasets = [s.strip() for s in args.datasets.split(",") if s.strip()]
     cfg.etas = [float(x) for x in args.etas.split(",")]

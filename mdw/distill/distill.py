@@ -43,6 +43,35 @@ def snapshot_iterations(cfg: DistillConfig) -> set:
     return its
 
 
+@torch.no_grad()
+def _group_norms(student: Student, vec: torch.Tensor) -> torch.Tensor:
+    from .synset import GROUPS
+    sq = torch.zeros(len(GROUPS), dtype=vec.dtype, device=vec.device)
+    return sq.index_add_(0, student.group_of.to(vec.device), vec * vec).sqrt()
+
+
+def calibrate_alpha(student: Student, syn: DistilledSet, trajectories: list, cfg: DistillConfig,
+                    rng: np.random.Generator, samples: int = 3) -> None:
+    """Start α per group at the step size that brings N student steps closest to the expert's K-epoch
+    move (ours): experts train with Adam, whose steps are not lr·gradient, so their lr is a poor
+    start for SGD students."""
+    ratios = []
+    for _ in range(samples):
+        buf = trajectories[int(rng.integers(len(trajectories)))]
+        s = int(rng.integers(0, max(1, min(cfg.max_start_epoch, buf.shape[0] - 1 - cfg.expert_epochs))))
+        theta = buf[s].to(syn.images.device).clone().requires_grad_(True)
+        g = torch.autograd.grad(student.loss(theta, syn, torch.arange(syn.m, device=theta.device)), theta)[0]
+        move = buf[s + cfg.expert_epochs].to(theta.device) - buf[s].to(theta.device)
+        # the step size whose N plain steps along -g land closest to the target, per group
+        # (floored at a tenth of the norm ratio, so a group the gradient does not point along still moves)
+        along = torch.zeros_like(syn.log_alpha).index_add_(0, student.group_of.to(g.device), -g * move)
+        gg = _group_norms(student, g).clamp_min(1e-12) ** 2
+        ratio = _group_norms(student, move) / (cfg.syn_steps * gg.sqrt())
+        ratios.append(torch.maximum(along / (cfg.syn_steps * gg), 0.1 * ratio))
+    alpha = torch.stack(ratios).median(0).values.clamp_min(1e-8)
+    syn.log_alpha.data.copy_(alpha.log())
+
+
 def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image_size: int, cfg: DistillConfig,
             seed: int = 0, progress: Optional[Callable[[float, str], None]] = None,
             on_iteration: Optional[Callable[[int, dict], None]] = None,
@@ -62,6 +91,9 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
     rng = np.random.default_rng(seed)
     bs = cfg.syn_batch or syn.m
     snaps = snapshot_iterations(cfg)
+    if cfg.alpha_init == "auto" and not syn.meta.get("alpha_calibrated"):
+        calibrate_alpha(student, syn, trajectories, cfg, rng)
+        syn.meta["alpha_calibrated"] = True
     masks = None
     if on_snapshot and 0 in snaps:
         on_snapshot(0, syn)
