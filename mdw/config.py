@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .heatmaps.config import HeatmapConfig
 
 SOURCES = ("scenes", "flickr8k", "karpathy", "csv", "jsonl", "webdataset")
 
@@ -141,11 +142,13 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     experts: ExpertConfig = field(default_factory=ExpertConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    heatmaps: HeatmapConfig = field(default_factory=HeatmapConfig)
 
     def validate(self) -> "RunConfig":
         self.data.validate()
         self.experts.validate()
         self.distill.validate()
+        self.heatmaps.validate()
         return self
 
     def resolved_cache_dir(self) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 
 from .config import RunConfig
 from .data.prepare import Prepared, load_prepared, pairs_record, prepare
+from .heatmaps.stage import stage_heatmaps
 from .models.presets import build_model
 from .progress import progress_bar
 from .runs.store import atomic_write_json, read_json
@@ -49,7 +50,7 @@ def stage_experts(ctx, cfg: RunConfig, report) -> None:
     save_reference(pairs, res.scores["consensus"][-1], ctx.run_dir, res.kind, cfg.experts.batch_size - 1, cfg.seed)
 
 
-STAGES: list = [("data", stage_data), ("experts", stage_experts)]
+STAGES: list = [("data", stage_data), ("experts", stage_experts), ("heatmaps", stage_heatmaps)]
 
 
 def run_pipeline(ctx, show_bars: bool | None = None) -> None:

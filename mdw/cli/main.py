@@ -10,7 +10,7 @@ for _k, _v in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"),
     os.environ.setdefault(_k, _v)
 
 from ..errors import MDWError  # noqa: E402
-from . import bench_cmd, data_cmd, run_cmd, score_cmd  # noqa: E402
+from . import bench_cmd, data_cmd, heatmap_cmd, run_cmd, score_cmd  # noqa: E402
 
 
 def default_runs_dir() -> str:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.add_parser(sub)
     run_cmd.add_parsers(sub, default_runs_dir())
     score_cmd.add_parser(sub, default_runs_dir())
+    heatmap_cmd.add_parser(sub, default_runs_dir())
     bench_cmd.add_parser(sub)
     return p
 
