@@ -33,6 +33,7 @@ class DetectionBenchConfig:
     seed: int = 0
     cache_dir: str = ""
     out_dir: str = "docs/benchmarks"
+    merge: bool = False          # keep other data sets' rows already in out_dir/detection.json
 
 
 def _r1(metrics: dict, tracks: list) -> dict:
@@ -109,9 +110,30 @@ def run(cfg: DetectionBenchConfig, log: Callable[[str], None] = _print) -> tuple
         log(f"{ds}: sweep took {timing[ds] / 60:.1f} min")
     summary = {"breaking_point": {ds: breaking_point(rows, ds) for ds in cfg.datasets},
                "sweep_minutes": {ds: round(t / 60, 2) for ds, t in timing.items()}}
+    config = {**dataclasses.asdict(cfg), "summary": summary}
+    if cfg.merge:
+        rows, config, summary = merge_previous(cfg, rows, config, summary)
     md = render(rows, cfg, summary)
-    paths = write_results(cfg.out_dir, "detection", rows, {**dataclasses.asdict(cfg), "summary": summary}, md)
+    paths = write_results(cfg.out_dir, "detection", rows, config, md)
     return rows, summary, paths
+
+
+def merge_previous(cfg: DetectionBenchConfig, rows: list, config: dict, summary: dict) -> tuple:
+    """Keep the rows of other data sets from an earlier run in the same out_dir (each data set's
+    config and summary are kept beside its rows)."""
+    import json
+    import os
+    path = os.path.join(cfg.out_dir, "detection.json")
+    if not os.path.exists(path):
+        return rows, config, summary
+    with open(path, encoding="utf-8") as f:
+        old_rows = [r for r in json.load(f) if r["dataset"] not in cfg.datasets]
+    with open(os.path.join(cfg.out_dir, "detection.config.json"), encoding="utf-8") as f:
+        old = json.load(f)["config"]
+    merged = {k: {**old.get("summary", {}).get(k, {}), **v} for k, v in summary.items()}
+    earlier = old.get("runs") or {"+".join(old.get("datasets", [])): old}
+    runs = {**earlier, "+".join(cfg.datasets): config}
+    return old_rows + rows, {"runs": runs, "summary": merged}, merged
 
 
 def render(rows: list, cfg: DetectionBenchConfig, summary: dict) -> str:
@@ -126,7 +148,7 @@ def render(rows: list, cfg: DetectionBenchConfig, summary: dict) -> str:
            "`similarity`: the plain expert's pair similarity (GMM split).\n\n")
     md += markdown_table(rows, cols)
     md += "\n## Summary\n\n"
-    for ds in cfg.datasets:
+    for ds in summary["breaking_point"]:
         md += (f"- {ds}: breaking point η = {summary['breaking_point'][ds]} "
                f"(first η with DTCL AUC < 0.8 or DTCL R@1 below the plain expert's; None: not reached); "
                f"sweep {summary['sweep_minutes'][ds]} min\n")

@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     d.add_argument("--scenes-train", type=int, default=None, help="scenes training images")
     d.add_argument("--out", default=None, help="output folder (default docs/benchmarks)")
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    d.add_argument("--merge", action="store_true", help="keep other data sets' rows already in the output")
     d.set_defaults(func=run_detection)
     heatmap_cmd.add_bench_parser(bsub)
 
@@ -42,6 +43,7 @@ def run_detection(args) -> int:
         cfg.scenes.n_train = args.scenes_train
     if args.out:
         cfg.out_dir = args.out
+    cfg.merge = args.merge
     _, summary, paths = detection.run(cfg)
     print(f"wrote {', '.join(paths)}; {summary}")
     return 0
