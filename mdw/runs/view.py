@@ -1,0 +1,236 @@
+"""A finished (or running) run folder as the app shows it: pairs, images, DTCL scores, detection,
+stored heatmaps, audit decisions and exports. Everything loads lazily and tolerates missing files
+(a run still in its first stages): methods return None / [] when the stage has not written them.
+
+    v = RunView(store.run_dir(run_id))
+    rows = v.pair_rows(flag="flagged", lo=0.0, hi=0.5)      # sorted by the clean score, lowest first
+    img = v.pair_image(rows[0]["pair"])                      # uint8 (S, S, 3)
+The distilled set, snapshots and evaluation live in `view_distill.py` (DistillView).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Optional
+
+import numpy as np
+
+from ..config import RunConfig
+from .audit import latest_decisions
+from .store import atomic_write_text, read_json, read_jsonl
+
+FLAG_FILTERS = ("all", "flagged", "not flagged")
+TRUTH_FILTERS = ("all", "noisy", "clean")
+
+
+class RunView:
+    def __init__(self, run_dir: str):
+        self.run_dir = os.path.abspath(run_dir)
+        self._record = None
+        self._images = None
+        self._scores = None
+        self._heat = None
+
+    # ----- files ----------------------------------------------------------------------------
+    def path(self, *parts) -> str:
+        return os.path.join(self.run_dir, *parts)
+
+    def has(self, *parts) -> bool:
+        return os.path.exists(self.path(*parts))
+
+    def config(self) -> dict:
+        return read_json(self.path("config.json"))
+
+    def status(self) -> dict:
+        return read_json(self.path("status.json"))
+
+    def events(self, stage: Optional[str] = None) -> list:
+        return [e for e in read_jsonl(self.path("events.jsonl")) if stage is None or e.get("stage") == stage]
+
+    # ----- pairs and images -----------------------------------------------------------------
+    def record(self) -> Optional[dict]:
+        """data/pairs.json (None before the data stage)."""
+        if self._record is None and self.has("data", "pairs.json"):
+            self._record = read_json(self.path("data", "pairs.json"))
+        return self._record
+
+    def n_pairs(self) -> int:
+        rec = self.record()
+        return len(rec["pairs"]["caption"]) if rec else 0
+
+    def caption(self, pair: int) -> str:
+        return self.record()["pairs"]["caption"][self.check_pair(pair)]
+
+    def check_pair(self, pair) -> int:
+        n = self.n_pairs()
+        try:
+            pair = int(pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"pair id must be an integer, got {pair!r}") from None
+        if not 0 <= pair < n:
+            raise ValueError(f"no pair {pair} in this run (it has {n})")
+        return pair
+
+    def images(self) -> np.ndarray:
+        """All the run's images as uint8 (n_images, S, S, 3), from the decoded-image cache."""
+        if self._images is None:
+            from ..data.prepare import load_prepared
+            cfg = RunConfig.from_dict(self.config())
+            self._images = load_prepared(self.record(), cfg.data, cfg.resolved_cache_dir()).images
+        return self._images
+
+    def pair_image(self, pair: int) -> np.ndarray:
+        pair = self.check_pair(pair)
+        return self.images()[int(self.record()["pairs"]["image"][pair])]
+
+    # ----- DTCL scores ----------------------------------------------------------------------
+    def scores(self) -> Optional[dict]:
+        """The last epoch's per-pair scores: pair_ids, consensus, wA, wB, flag, is_noisy (or None)."""
+        if self._scores is None:
+            from ..heatmaps.stage import expert_kind
+            from ..train.experts_io import load_scores, scores_name
+            kind = expert_kind(self.run_dir)
+            if not self.has("dtcl", scores_name(kind)):
+                return None
+            z = load_scores(self.run_dir, kind)
+            last = {k: np.asarray(z[k][-1]) for k in ("consensus", "wA", "wB", "flag") if k in z}
+            if "wA" not in last:
+                last["wA"] = last["consensus"]
+            if "wB" not in last:
+                last["wB"] = last["consensus"]
+            if "flag" not in last:
+                last["flag"] = last["consensus"] < 0.5
+            last["pair_ids"] = np.asarray(z["pair_ids"], dtype=np.int64)
+            last["is_noisy"] = np.asarray(z["is_noisy"]).astype(bool) if "is_noisy" in z else None
+            last["kind"] = kind
+            self._scores = last
+        return self._scores
+
+    def pair_rows(self, flag: str = "all", truth: str = "all", lo: float = 0.0, hi: float = 1.0,
+                  limit: Optional[int] = None, descending: bool = False) -> list:
+        """Scored training pairs, filtered, sorted by the clean score (lowest first by default),
+        each with its latest audit decision."""
+        s = self.scores()
+        if s is None:
+            return []
+        if flag not in FLAG_FILTERS or truth not in TRUTH_FILTERS:
+            raise ValueError(f"filters: flag one of {FLAG_FILTERS}, truth one of {TRUTH_FILTERS}")
+        keep = (s["consensus"] >= float(lo)) & (s["consensus"] <= float(hi))
+        flags = s["flag"].astype(bool)
+        if flag != "all":
+            keep &= flags if flag == "flagged" else ~flags
+        if truth != "all" and s["is_noisy"] is not None:
+            keep &= s["is_noisy"] if truth == "noisy" else ~s["is_noisy"]
+        idx = np.flatnonzero(keep)
+        idx = idx[np.argsort(s["consensus"][idx], kind="stable")]
+        if descending:
+            idx = idx[::-1]
+        if limit is not None:
+            idx = idx[:int(limit)]
+        decided = latest_decisions(self.run_dir, "pair")
+        caps = self.record()["pairs"]["caption"]
+        rows = []
+        for i in idx:
+            pid = int(s["pair_ids"][i])
+            rows.append({"pair": pid, "caption": caps[pid], "clean": round(float(s["consensus"][i]), 4),
+                         "track_A": round(float(s["wA"][i]), 4), "track_B": round(float(s["wB"][i]), 4),
+                         "flagged": bool(flags[i]),
+                         "noisy": None if s["is_noisy"] is None else bool(s["is_noisy"][i]),
+                         "audit": decided.get(pid, {}).get("decision", "")})
+        return rows
+
+    def pair_scores(self, pair: int) -> Optional[dict]:
+        s = self.scores()
+        if s is None:
+            return None
+        hit = np.flatnonzero(s["pair_ids"] == int(pair))
+        if not len(hit):
+            return None
+        i = int(hit[0])
+        return {"clean": float(s["consensus"][i]), "track_A": float(s["wA"][i]), "track_B": float(s["wB"][i]),
+                "flagged": bool(s["flag"][i]), "noisy": None if s["is_noisy"] is None else bool(s["is_noisy"][i])}
+
+    def detection(self, threshold: float = 0.5) -> Optional[dict]:
+        """{"metrics", "curves"} of the clean score against the ground truth (None without it)."""
+        from ..evaluate.detection import detection_curves, detection_metrics
+        s = self.scores()
+        if s is None or s["is_noisy"] is None or not 0 < s["is_noisy"].sum() < len(s["is_noisy"]):
+            return None
+        return {"metrics": detection_metrics(s["consensus"], s["is_noisy"], threshold),
+                "curves": detection_curves(s["consensus"], s["is_noisy"])}
+
+    # ----- heatmaps -------------------------------------------------------------------------
+    def heatmap_items(self) -> list:
+        """index.json's items (row, group, item_id, caption, words, scores, ...), [] without any."""
+        from ..heatmaps.store import index_path
+        p = index_path(self.run_dir)
+        return read_json(p).get("items", []) if os.path.isfile(p) else []
+
+    def heatmap_item(self, row: int):
+        from ..heatmaps.store import load_item, load_packed
+        if self._heat is None:
+            self._heat = load_packed(self.run_dir)
+        return load_item(self.run_dir, int(row), self._heat)
+
+    def find_heatmap(self, group_prefix: str, item_id: int) -> Optional[int]:
+        """Row of the stored item of a group starting with `group_prefix` about item_id, or None."""
+        for it in self.heatmap_items():
+            if it["item_id"] == int(item_id) and it["group"].startswith(group_prefix):
+                return int(it["row"])
+        return None
+
+    def compute_pair_heatmap(self, pair: int) -> int:
+        """Compute and store the word maps of one real pair (group "app"); returns its row."""
+        from ..heatmaps.stage import compute_and_append, expert_kind
+        from ..train.experts_io import load_expert
+        pair = self.check_pair(pair)
+        row = self.find_heatmap("app", pair)
+        if row is None:
+            for g in ("most_trusted", "least_trusted"):
+                row = row if row is not None else self.find_heatmap(g, pair)
+        if row is not None:
+            return row
+        model = load_expert(self.run_dir, expert_kind(self.run_dir), "A", device="cpu")
+        old = [it["item_id"] for it in self.heatmap_items() if it["group"] == "app"]
+        ids = old + [pair]
+        images = np.stack([self.pair_image(i) for i in ids])
+        sc = [self.pair_scores(i) or {} for i in ids]
+        compute_and_append(self.run_dir, model, "app", ids, images, [self.caption(i) for i in ids],
+                           clean_scores=[d.get("clean", float("nan")) for d in sc],
+                           is_noisy=[-1 if d.get("noisy") is None else int(d["noisy"]) for d in sc])
+        self._heat = None
+        return self.find_heatmap("app", pair)
+
+    # ----- exports --------------------------------------------------------------------------
+    def cleaned_pairs(self, threshold: float = 0.5) -> list:
+        """Training pairs kept after cleaning: clean score >= threshold, unless an audit decision
+        says otherwise (audited "clean" keeps a pair, "noisy" drops it)."""
+        s = self.scores()
+        if s is None:
+            return []
+        decided = latest_decisions(self.run_dir, "pair")
+        rec = self.record()["pairs"]
+        out = []
+        for i, pid in enumerate(s["pair_ids"]):
+            pid = int(pid)
+            d = decided.get(pid, {}).get("decision")
+            keep = d == "clean" or (d != "noisy" and float(s["consensus"][i]) >= threshold)
+            if keep:
+                out.append({"pair": pid, "image": self.record()["images"]["key"][rec["image"][pid]],
+                            "caption": rec["caption"][pid], "clean_score": round(float(s["consensus"][i]), 4),
+                            "audit": d or ""})
+        return out
+
+    def cleaned_pairs_csv(self, threshold: float = 0.5) -> str:
+        """Write audit/cleaned_pairs.csv (atomically) and return its path."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["pair", "image", "caption", "clean_score", "audit"])
+        w.writeheader()
+        w.writerows(self.cleaned_pairs(threshold))
+        return atomic_write_text(self.path("audit", "cleaned_pairs.csv"), buf.getvalue())
+
+    def decisions_csv(self) -> str:
+        """Write audit/decisions.csv (atomically) and return its path."""
+        from .audit import decisions_csv
+        return atomic_write_text(self.path("audit", "decisions.csv"), decisions_csv(self.run_dir))

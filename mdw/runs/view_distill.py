@@ -1,0 +1,140 @@
+"""The distilled side of a run folder as the app shows it: the distilled set and P̃, snapshots and
+their evolution (grids, change from the start, GIF), decoded captions, L_TM and the recall table.
+Every method returns None / [] when the run has not written the file yet.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .store import atomic_write_bytes, read_json, read_jsonl
+
+
+def image_grid(images: np.ndarray, cols: int = 8, tile: int = 96, pad: int = 2,
+               labels: Optional[Sequence[str]] = None) -> np.ndarray:
+    """(n, S, S, 3) uint8 → one uint8 grid image (nearest upscaling to `tile`), optional labels."""
+    from ..heatmaps.render import label_tiles, resize_image
+    tiles = [resize_image(np.asarray(im, dtype=np.uint8), tile) for im in images]
+    if not tiles:
+        return np.zeros((tile, tile, 3), np.uint8)
+    if labels is not None:
+        return label_tiles(tiles, list(labels), cols)
+    n = len(tiles)
+    cols = max(1, min(cols, n))
+    rows = (n + cols - 1) // cols
+    out = np.full((rows * (tile + pad) + pad, cols * (tile + pad) + pad, 3), 24, np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, cols)
+        y, x = pad + r * (tile + pad), pad + c * (tile + pad)
+        out[y:y + tile, x:x + tile] = t
+    return out
+
+
+class DistillView:
+    def __init__(self, run_dir: str):
+        self.run_dir = os.path.abspath(run_dir)
+        self._final = None
+        self._snaps: dict = {}
+
+    def path(self, *parts) -> str:
+        return os.path.join(self.run_dir, *parts)
+
+    # ----- the distilled set ----------------------------------------------------------------
+    def distilled(self):
+        """The final DistilledSet (None before the distill stage)."""
+        from ..distill.synset import DistilledSet
+        p = self.path("distill", "distilled.pt")
+        if self._final is None and os.path.isfile(p):
+            self._final = DistilledSet.load(p)
+        return self._final
+
+    def p_matrix(self) -> Optional[np.ndarray]:
+        syn = self.distilled()
+        return None if syn is None else syn.p().detach().cpu().numpy()
+
+    def decoded(self) -> list:
+        """distill/decoded.json rows: index, init_pair, nearest [{pair, caption, sim}]."""
+        p = self.path("distill", "decoded.json")
+        return read_json(p).get("rows", []) if os.path.isfile(p) else []
+
+    def text_label(self, j: int) -> str:
+        """The nearest real caption of distilled text j (or "text j")."""
+        rows = self.decoded()
+        if 0 <= j < len(rows) and rows[j].get("nearest"):
+            return rows[j]["nearest"][0]["caption"]
+        return f"text {j}"
+
+    def top_matches(self, i: int, k: int = 5) -> list:
+        """The k distilled texts P̃ matches best with distilled image i: [{text, p, caption}]."""
+        pm = self.p_matrix()
+        if pm is None:
+            return []
+        i = self.check_index(i)
+        order = np.argsort(-pm[i], kind="stable")[:k]
+        return [{"text": int(j), "p": round(float(pm[i, j]), 4), "caption": self.text_label(int(j))} for j in order]
+
+    def check_index(self, i) -> int:
+        syn = self.distilled()
+        m = 0 if syn is None else syn.m
+        try:
+            i = int(i)
+        except (TypeError, ValueError):
+            raise ValueError(f"distilled index must be an integer, got {i!r}") from None
+        if not 0 <= i < m:
+            raise ValueError(f"no distilled pair {i} (the set has {m})")
+        return i
+
+    # ----- snapshots ------------------------------------------------------------------------
+    def snapshot_iterations(self) -> list:
+        p = self.path("distill", "snapshots", "index.json")
+        its = read_json(p).get("iterations", []) if os.path.isfile(p) else []
+        return [int(i) for i in its if os.path.isfile(self.snapshot_path(int(i)))]
+
+    def snapshot_path(self, it: int) -> str:
+        return self.path("distill", "snapshots", f"it_{int(it):05d}.pt")
+
+    def snapshot_images(self, it: int) -> np.ndarray:
+        """Ṽ at iteration `it` as uint8 (M, S, S, 3)."""
+        from ..distill.synset import DistilledSet
+        it = int(it)
+        if it not in self._snaps:
+            if it not in self.snapshot_iterations():
+                raise ValueError(f"no snapshot at iteration {it}")
+            self._snaps[it] = DistilledSet.load(self.snapshot_path(it)).images_u8()
+        return self._snaps[it]
+
+    def change_from_start(self, it: int) -> tuple:
+        """(per-image mean absolute pixel change in [0, 1] (M,), change maps uint8 (M, S, S, 3))
+        between the first snapshot and iteration `it` (amplified to the largest change)."""
+        its = self.snapshot_iterations()
+        a = self.snapshot_images(its[0]).astype(np.float32) / 255
+        b = self.snapshot_images(it).astype(np.float32) / 255
+        d = np.abs(b - a)
+        per = d.mean(axis=(1, 2, 3))
+        scale = max(float(d.max()), 1e-6)
+        return per, (np.clip(d / scale, 0, 1) * 255).astype(np.uint8)
+
+    def evolution_gif(self, cols: int = 8, tile: int = 64, ms: int = 400) -> Optional[str]:
+        """distill/evolution.gif: one frame (the grid of Ṽ) per snapshot; its path, None without snapshots."""
+        its = self.snapshot_iterations()
+        if not its:
+            return None
+        frames = [Image.fromarray(image_grid(self.snapshot_images(it), cols, tile)) for it in its]
+        buf = io.BytesIO()
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0)
+        return atomic_write_bytes(self.path("distill", "evolution.gif"), buf.getvalue())
+
+    def ltm_curve(self) -> tuple:
+        """(iterations, L_TM) from events.jsonl."""
+        rows = [e for e in read_jsonl(self.path("events.jsonl")) if e.get("stage") == "distill" and "L_TM" in e]
+        return [int(e["step"]) for e in rows], [float(e["L_TM"]) for e in rows]
+
+    # ----- evaluation -----------------------------------------------------------------------
+    def results(self) -> list:
+        """eval/results.json rows ([] before the evaluate stage)."""
+        p = self.path("eval", "results.json")
+        return read_json(p).get("rows", []) if os.path.isfile(p) else []
