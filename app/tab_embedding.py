@@ -1,0 +1,123 @@
+"""Embedding map tab: the UMAP scatter of real (clean / flagged / truly noisy) and distilled points,
+images and texts, with colour and filter controls. gr.Plot emits no click events, so a point is
+picked in the linked table; it is highlighted in the figure and its sample shown."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from mdw.errors import MDWError
+from mdw.heatmaps.render import resize_image
+
+from .context import AppContext, error_text, message_figure
+
+NO_PROJECTION = "This run has no embedding map yet (no projection computed for this run)."
+COLOUR_BY = ["status", "source", "kind"]
+COLS = ["point", "kind", "source", "pair", "status"]
+
+
+def load_points(ctx: AppContext, run_id) -> dict | None:
+    """The projection as {x, y, kind, source, pair, status} arrays, or None."""
+    d = ctx.run_dir(run_id)
+    try:
+        from mdw.evaluate.projection import load_projection
+    except ImportError:
+        return None
+    try:
+        p = load_projection(d)
+    except (FileNotFoundError, OSError, MDWError):
+        return None
+    if p is None:
+        return None
+    get = (lambda k: p.get(k)) if isinstance(p, dict) else (lambda k: getattr(p, k, None))
+    pair = next((get(k) for k in ("pair", "pair_id", "pair_ids", "id") if get(k) is not None), None)
+    out = {"x": np.asarray(get("x"), float), "y": np.asarray(get("y"), float)}
+    n = len(out["x"])
+    for key, default in (("kind", "image"), ("source", "real"), ("status", "clean")):
+        v = get(key)
+        out[key] = np.asarray(v).astype(str) if v is not None else np.full(n, default)
+    out["pair"] = np.asarray(pair, dtype=np.int64) if pair is not None else np.full(n, -1)
+    return out
+
+
+def _keep(pts: dict, kinds, sources, statuses) -> np.ndarray:
+    return np.flatnonzero(np.isin(pts["kind"], kinds or []) & np.isin(pts["source"], sources or [])
+                          & np.isin(pts["status"], statuses or []))
+
+
+def figure(ctx: AppContext, run_id, colour, kinds, sources, statuses, picked=None):
+    """(figure, table rows, note)."""
+    try:
+        pts = load_points(ctx, run_id)
+    except (MDWError, OSError) as e:
+        return message_figure(str(e)), [], error_text(e)
+    if pts is None:
+        return message_figure(NO_PROJECTION), [], NO_PROJECTION
+    idx = _keep(pts, kinds, sources, statuses)
+    fig = go.Figure()
+    for value in sorted(set(pts[colour][idx].tolist())):
+        sel = idx[pts[colour][idx] == value]
+        hover = [f"point {i}<br>{pts['kind'][i]} · {pts['source'][i]} · {pts['status'][i]}<br>pair {pts['pair'][i]}"
+                 for i in sel]
+        symbols = ["circle" if k == "image" else "diamond" for k in pts["kind"][sel]]
+        fig.add_trace(go.Scattergl(x=pts["x"][sel], y=pts["y"][sel], mode="markers", name=str(value), text=hover,
+                                   hoverinfo="text", marker={"size": 6, "symbol": symbols, "opacity": 0.75}))
+    if picked is not None and 0 <= int(picked) < len(pts["x"]):
+        i = int(picked)
+        fig.add_trace(go.Scatter(x=[pts["x"][i]], y=[pts["y"][i]], mode="markers", name=f"picked {i}",
+                                 marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "red"}}))
+    fig.update_layout(height=520, margin={"t": 20, "b": 20, "l": 20, "r": 10}, legend_title=colour)
+    table = [[int(i), pts["kind"][i], pts["source"][i], int(pts["pair"][i]), pts["status"][i]] for i in idx[:500]]
+    return fig, table, f"{len(idx)} of {len(pts['x'])} points shown (circles: images, diamonds: texts)"
+
+
+def show_point(ctx: AppContext, run_id, point):
+    """(image, text) of a picked point: the real pair, or the distilled pair."""
+    try:
+        pts = load_points(ctx, run_id)
+        if pts is None:
+            return None, NO_PROJECTION
+        i = int(point)
+        if not 0 <= i < len(pts["x"]):
+            return None, f"no point {i}"
+        pair = int(pts["pair"][i])
+        if pts["source"][i] == "distilled":
+            dv = ctx.distill_view(run_id)
+            j = dv.check_index(pair)
+            return resize_image(dv.distilled().images_u8()[j], 192), f"distilled pair {j}: “{dv.text_label(j)}”"
+        v = ctx.view(run_id)
+        return resize_image(v.pair_image(pair), 192), f"real pair {pair} ({pts['status'][i]}): “{v.caption(pair)}”"
+    except (MDWError, ValueError, OSError, TypeError) as e:
+        return None, error_text(e)
+
+
+def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
+    with gr.Tab("Embedding map", id="embedding") as tab:
+        with gr.Row():
+            colour = gr.Radio(COLOUR_BY, value="status", label="colour by")
+            kinds = gr.CheckboxGroup(["image", "text"], value=["image", "text"], label="points")
+            sources = gr.CheckboxGroup(["real", "distilled"], value=["real", "distilled"], label="source")
+            statuses = gr.CheckboxGroup(["clean", "flagged", "noisy", "distilled"],
+                                        value=["clean", "flagged", "noisy", "distilled"], label="status")
+        note = gr.Markdown(elem_id="emb-note")
+        plot = gr.Plot(label="UMAP", elem_id="emb-plot")
+        with gr.Row():
+            table = gr.Dataframe(headers=COLS, interactive=False, label="points (click one)", max_height=300)
+            with gr.Column():
+                picked = gr.Number(value=None, precision=0, label="picked point")
+                image = gr.Image(label="sample", height=200, interactive=False)
+                text = gr.Markdown()
+
+    controls = [run_dd, colour, kinds, sources, statuses]
+    gr.on([tab.select, run_dd.change, colour.change, kinds.change, sources.change, statuses.change],
+          lambda *a: figure(ctx, *a), controls, [plot, table, note], api_name="embedding_map")
+
+    def from_table(evt: gr.SelectData):
+        return int(evt.row_value[0]) if evt.row_value else gr.skip()
+
+    table.select(from_table, None, [picked], api_name=False)
+    picked.change(lambda r, c, k, s, st, p: figure(ctx, r, c, k, s, st, p)[0], controls + [picked], [plot],
+                  api_name=False)
+    picked.change(lambda r, p: show_point(ctx, r, p), [run_dd, picked], [image, text], api_name="embedding_point")
+    return tab

@@ -1,0 +1,170 @@
+"""Noisy pairs tab: training pairs sorted by DTCL's clean score with both tracks' scores, filters,
+a gallery, ROC / PR curves with precision and recall at a threshold (when the run knows which pairs
+are noisy), the selected pair's per-word heatmaps, audit buttons and CSV export."""
+from __future__ import annotations
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from mdw.errors import MDWError
+from mdw.heatmaps.render import word_grid
+from mdw.runs.audit import DECISIONS, record_decision
+from mdw.runs.view import FLAG_FILTERS, TRUTH_FILTERS
+
+from .context import AppContext, error_text, message_figure
+
+COLS = ["pair", "caption", "clean", "track_A", "track_B", "flagged", "noisy", "audit"]
+GALLERY_N = 40
+
+
+def load_pairs(ctx: AppContext, run_id, flag, truth, lo, hi, limit):
+    """(table rows, gallery items, pair ids of the gallery, summary)."""
+    try:
+        v = ctx.view(run_id)
+        rows = v.pair_rows(flag, truth, float(lo), float(hi), limit=int(limit or 200))
+    except (MDWError, ValueError, OSError) as e:
+        return [], [], [], error_text(e)
+    if v.scores() is None:
+        return [], [], [], "This run has no DTCL scores yet (the experts stage writes them)."
+    table = [[r[c] if r[c] is not None else "" for c in COLS] for r in rows]
+    shown = rows[:GALLERY_N]
+    gallery = [(v.pair_image(r["pair"]), f"#{r['pair']} clean={r['clean']:.2f}") for r in shown]
+    n = len(v.scores()["pair_ids"])
+    return table, gallery, [r["pair"] for r in shown], f"{len(rows)} of {n} training pairs shown, lowest clean score first"
+
+
+def show_pair(ctx: AppContext, run_id, pair):
+    """(image, description, heatmap grid or None, heatmap note)."""
+    try:
+        v = ctx.view(run_id)
+        pair = v.check_pair(pair)
+    except (MDWError, ValueError) as e:
+        return None, error_text(e), None, ""
+    sc = v.pair_scores(pair) or {}
+    truth = {True: "**noisy** (injected)", False: "clean", None: "unknown"}[sc.get("noisy")]
+    desc = (f"**pair {pair}**: {v.caption(pair)}\n\nclean score {sc.get('clean', float('nan')):.3f} "
+            f"(track A {sc.get('track_A', float('nan')):.3f}, track B {sc.get('track_B', float('nan')):.3f}); "
+            f"flagged: {sc.get('flagged', '-')}; ground truth: {truth}")
+    grid, note = None, "No stored heatmap for this pair: press “Compute heatmaps”."
+    row = None
+    for g in ("most_trusted", "least_trusted", "app"):
+        row = row if row is not None else v.find_heatmap(g, pair)
+    if row is not None:
+        item = v.heatmap_item(row)
+        grid, note = word_grid(item.image, item.maps, tile=112), f"per-word Grad-CAM maps ({item.group})"
+    return v.pair_image(pair), desc, grid, note
+
+
+def compute_heatmap(ctx: AppContext, run_id, pair):
+    try:
+        v = ctx.view(run_id)
+        row = v.compute_pair_heatmap(pair)
+        item = v.heatmap_item(row)
+    except (MDWError, ValueError, OSError) as e:
+        return None, error_text(e)
+    return word_grid(item.image, item.maps, tile=112), "per-word Grad-CAM maps (computed now)"
+
+
+def decide(ctx: AppContext, run_id, pair, decision, comment):
+    """Record the decision; confirm only once it is on disk."""
+    try:
+        v = ctx.view(run_id)
+        pair = v.check_pair(pair)
+        row = record_decision(v.run_dir, "pair", pair, decision, comment or "")
+    except (MDWError, ValueError, OSError) as e:
+        return error_text(e)
+    return f"✅ saved: pair {row['item']} → **{row['decision']}**" + (f" ({row['comment']})" if row["comment"] else "")
+
+
+def detection(ctx: AppContext, run_id, threshold):
+    """(ROC figure, PR figure, metrics text) at the threshold."""
+    try:
+        det = ctx.view(run_id).detection(float(threshold))
+    except (MDWError, OSError) as e:
+        return message_figure(str(e)), message_figure(""), error_text(e)
+    if det is None:
+        msg = "No ground truth (or no scores yet): ROC / PR need to know which pairs are noisy."
+        return message_figure(msg), message_figure(msg), msg
+    c, m = det["curves"], det["metrics"]
+    roc = go.Figure(go.Scatter(x=c["fpr"], y=c["tpr"], mode="lines", name="DTCL"))
+    roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"}, name="chance"))
+    roc.update_layout(title=f"ROC (noisy = positive), AUC {m['auc']:.3f}", xaxis_title="false positive rate",
+                      yaxis_title="true positive rate", height=320, margin={"t": 40, "b": 40, "l": 40, "r": 10})
+    pr = go.Figure(go.Scatter(x=c["recall"], y=c["precision"], mode="lines", name="DTCL"))
+    pr.add_trace(go.Scatter(x=[m["recall"]], y=[m["precision"]], mode="markers", marker={"size": 12},
+                            name=f"threshold {float(threshold):.2f}"))
+    pr.update_layout(title="precision-recall", xaxis_title="recall", yaxis_title="precision", height=320,
+                     margin={"t": 40, "b": 40, "l": 40, "r": 10})
+    text = (f"At threshold **{float(threshold):.2f}** (flag when clean score < threshold): precision "
+            f"**{m['precision']:.3f}**, recall **{m['recall']:.3f}**, F1 {m['f1']:.3f}; "
+            f"{m['flagged']} flagged, {m['noisy']} truly noisy.")
+    return roc, pr, text
+
+
+def export(ctx: AppContext, run_id, threshold):
+    try:
+        v = ctx.view(run_id)
+        return [v.decisions_csv(), v.cleaned_pairs_csv(float(threshold))], "exported"
+    except (MDWError, OSError) as e:
+        return None, error_text(e)
+
+
+def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
+    with gr.Tab("Noisy pairs", id="noisy") as tab:
+        with gr.Row():
+            flag = gr.Radio(list(FLAG_FILTERS), value="all", label="DTCL flag")
+            truth = gr.Radio(list(TRUTH_FILTERS), value="all", label="ground truth")
+            lo = gr.Slider(0, 1, value=0, step=0.01, label="clean score from")
+            hi = gr.Slider(0, 1, value=1, step=0.01, label="to")
+            limit = gr.Number(value=200, precision=0, label="rows")
+        info = gr.Markdown(elem_id="noisy-info")
+        table = gr.Dataframe(headers=COLS, interactive=False, label="pairs (click a row)", elem_id="noisy-table",
+                             max_height=360)
+        gallery = gr.Gallery(label="lowest clean scores first (click one)", columns=10, height=260,
+                             allow_preview=False, elem_id="noisy-gallery")
+        ids = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=1):
+                pair = gr.Number(value=None, precision=0, label="selected pair id", elem_id="noisy-pair")
+                image = gr.Image(label="image", height=200, interactive=False)
+                desc = gr.Markdown(elem_id="noisy-desc")
+                decision = gr.Radio(list(DECISIONS["pair"]), value="noisy", label="audit decision")
+                comment = gr.Textbox(label="comment", elem_id="noisy-comment")
+                decide_btn = gr.Button("Record decision", variant="primary", elem_id="noisy-decide")
+                decide_msg = gr.Markdown(elem_id="noisy-decide-msg")
+            with gr.Column(scale=2):
+                heat_note = gr.Markdown()
+                heat = gr.Image(label="per-word heatmaps", interactive=False)
+                heat_btn = gr.Button("Compute heatmaps", size="sm")
+        gr.Markdown("### Detection against the ground truth")
+        threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="threshold", elem_id="noisy-threshold")
+        det_md = gr.Markdown(elem_id="noisy-det")
+        with gr.Row():
+            roc = gr.Plot(label="ROC")
+            pr = gr.Plot(label="precision-recall")
+        with gr.Row():
+            export_btn = gr.Button("Export decisions + cleaned pairs (CSV)", size="sm")
+            export_msg = gr.Markdown()
+        files = gr.File(label="exports", file_count="multiple", interactive=False)
+
+    filters = [run_dd, flag, truth, lo, hi, limit]
+    reload = lambda *a: load_pairs(ctx, *a)  # noqa: E731
+    gr.on([tab.select, run_dd.change, flag.change, truth.change, lo.release, hi.release, limit.submit], reload,
+          filters, [table, gallery, ids, info], api_name="noisy_pairs")
+    gr.on([tab.select, run_dd.change, threshold.release], lambda r, t: detection(ctx, r, t), [run_dd, threshold],
+          [roc, pr, det_md], api_name="noisy_detection")
+
+    def from_table(evt: gr.SelectData):
+        return int(evt.row_value[0]) if evt.row_value else gr.skip()
+
+    def from_gallery(ids_, evt: gr.SelectData):
+        return ids_[evt.index] if isinstance(evt.index, int) and evt.index < len(ids_) else gr.skip()
+
+    table.select(from_table, None, [pair], api_name=False)
+    gallery.select(from_gallery, [ids], [pair], api_name=False)
+    pair.change(lambda r, p: show_pair(ctx, r, p), [run_dd, pair], [image, desc, heat, heat_note], api_name="noisy_pair")
+    heat_btn.click(lambda r, p: compute_heatmap(ctx, r, p), [run_dd, pair], [heat, heat_note], api_name="noisy_heatmap")
+    decide_btn.click(lambda r, p, d, c: decide(ctx, r, p, d, c), [run_dd, pair, decision, comment], [decide_msg],
+                     api_name="noisy_decide")
+    export_btn.click(lambda r, t: export(ctx, r, t), [run_dd, threshold], [files, export_msg], api_name="noisy_export")
+    return tab
