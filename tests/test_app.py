@@ -1,0 +1,185 @@
+"""The workbench's handlers through gradio_client, on a finished tiny run made by the pipeline."""
+import csv
+import json
+import os
+
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+
+from app.__main__ import parse_args, parse_auth  # noqa: E402
+from app.build import build_app  # noqa: E402
+from app.context import AppContext  # noqa: E402
+from app_helpers import copy_runs, free_port  # noqa: E402
+from gradio_client import Client  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    runs, run_id = copy_runs(str(tmp_path_factory.mktemp("app")))
+    ctx = AppContext(runs)
+    demo = build_app(ctx)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                allowed_paths=[runs], share=False)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield client, ctx, run_id
+    demo.close()
+
+
+def text_of(x) -> str:
+    return json.dumps(x, default=str) if not isinstance(x, str) else x
+
+
+def test_cli_defaults_are_local_and_auth_is_parsed():
+    args = parse_args([])
+    assert args.host == "127.0.0.1" and args.port == 7860
+    assert parse_auth("ann:secret") == ("ann", "secret") and parse_auth(None) is None
+    with pytest.raises(SystemExit):
+        parse_auth("no-colon")
+
+
+def test_every_tab_has_its_endpoints(served):
+    client, _, _ = served
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    for n in ("/runs_refresh", "/start_run", "/cancel_run", "/noisy_pairs", "/noisy_decide", "/noisy_export",
+              "/corr_p", "/corr_matches", "/evo_snapshot", "/evo_gif", "/embedding_map", "/recall_table",
+              "/query_text", "/audit_show", "/audit_decide"):
+        assert n in names
+
+
+def test_runs_refresh_shows_the_finished_run(served):
+    client, _, run_id = served
+    status, bar, _fig, log, table = client.predict(run_id, "", api_name="/runs_refresh")
+    assert "done" in status and "evaluate" in status and "100%" in bar
+    assert [r for r in table["data"] if r[0] == run_id and r[2] == "done"]
+
+
+def test_noisy_pairs_sorted_and_filtered(served):
+    client, ctx, run_id = served
+    table, gallery, info = client.predict(run_id, "all", "all", 0, 1, 500, api_name="/noisy_pairs")
+    rows = table["data"]
+    n = len(ctx.view(run_id).scores()["pair_ids"])
+    assert len(rows) == n and f"of {n}" in info
+    clean = [r[2] for r in rows]
+    assert clean == sorted(clean)
+    assert len(gallery) == min(40, n)
+    flagged, *_ = client.predict(run_id, "flagged", "noisy", 0, 0.5, 500, api_name="/noisy_pairs")
+    assert all(r[5] is True and r[6] is True and r[2] <= 0.5 for r in flagged["data"])
+
+
+def test_detection_curves_and_threshold(served):
+    client, _, run_id = served
+    roc, pr, text = client.predict(run_id, 0.5, api_name="/noisy_detection")
+    assert "precision" in text and "recall" in text
+    assert "AUC" in text_of(roc)
+
+
+def test_pair_audit_decision_is_on_disk_before_confirming(served):
+    client, ctx, run_id = served
+    msg = client.predict(run_id, 3, "noisy", "looks wrong", api_name="/noisy_decide")
+    assert msg.startswith("✅")
+    lines = open(os.path.join(ctx.run_dir(run_id), "audit", "decisions.jsonl")).read().splitlines()
+    last = json.loads(lines[-1])
+    assert (last["target"], last["item"], last["decision"], last["comment"]) == ("pair", 3, "noisy", "looks wrong")
+    assert "⚠️" in client.predict(run_id, 10 ** 6, "noisy", "", api_name="/noisy_decide")
+    table, *_ = client.predict(run_id, "all", "all", 0, 1, 500, api_name="/noisy_pairs")
+    assert [r for r in table["data"] if r[0] == 3][0][7] == "noisy"
+
+
+def test_bad_run_ids_are_rejected(served):
+    client, ctx, _ = served
+    for bad in ("../etc", "a/../../b", "/etc/passwd", ".hidden"):
+        assert "⚠️" in client.predict(bad, 3, "noisy", "", api_name="/noisy_decide")
+        _, _, text = client.predict(bad, 0.5, api_name="/noisy_detection")
+        assert "⚠️" in text
+    assert not os.path.exists(os.path.join(os.path.dirname(ctx.runs_dir), "audit"))
+
+
+def test_export_decisions_and_cleaned_pairs(served):
+    client, ctx, run_id = served
+    client.predict(run_id, 5, "clean", "", api_name="/noisy_decide")
+    files, msg = client.predict(run_id, 0.5, api_name="/noisy_export")
+    by_name = {os.path.basename(f): f for f in files}
+    with open(by_name["cleaned_pairs.csv"]) as f:
+        kept = list(csv.DictReader(f))
+    ids = {int(r["pair"]) for r in kept}
+    assert 5 in ids and 3 not in ids  # audited clean kept, audited noisy dropped
+    with open(by_name["decisions.csv"]) as f:
+        assert any(r["item"] == "5" and r["decision"] == "clean" for r in csv.DictReader(f))
+
+
+def test_pair_detail_and_stored_heatmaps(served):
+    client, ctx, run_id = served
+    item = ctx.view(run_id).heatmap_items()[0]
+    image, desc, grid, note = client.predict(run_id, item["item_id"], api_name="/noisy_pair")
+    assert image and grid and f"pair {item['item_id']}" in desc and "Grad-CAM" in note
+    grid, note = client.predict(run_id, 0, api_name="/corr_item")
+    assert grid and "s(v, t)" in note
+
+
+def test_correspondence_p_and_top_matches(served):
+    client, _, run_id = served
+    fig = client.predict(run_id, api_name="/corr_p")
+    assert "Heatmap" in text_of(fig) or "heatmap" in text_of(fig)
+    image, table, note = client.predict(run_id, 0, 3, api_name="/corr_matches")
+    assert image and len(table["data"]) == 3 and table["data"][0][1] >= table["data"][-1][1]
+
+
+def test_evolution_snapshots_and_gif(served):
+    client, ctx, run_id = served
+    grid, change, bar, caption = client.predict(run_id, 1, api_name="/evo_snapshot")
+    assert grid and change and "iteration" in caption
+    path, msg = client.predict(run_id, api_name="/evo_gif")
+    assert path.endswith(".gif") and open(path, "rb").read(4) == b"GIF8"
+
+
+def test_recall_table(served):
+    client, _, run_id = served
+    table, fig, note = client.predict(run_id, api_name="/recall_table")
+    assert {r[0] for r in table["data"]} >= {"random", "mdw"} and "methods evaluated" in note
+
+
+def test_embedding_and_retrieval_answer(served):
+    client, _, run_id = served
+    fig, table, note = client.predict(run_id, "status", ["image", "text"], ["real", "distilled"],
+                                      ["clean", "flagged", "noisy", "distilled"], api_name="/embedding_map")
+    assert "points shown" in note or "no embedding map yet" in note
+    gallery, msg = client.predict(run_id, "a red circle", 3, api_name="/query_text")
+    assert "top" in msg or "no retrieval index" in msg
+
+
+def test_audit_distilled_pairs(served):
+    client, ctx, run_id = served
+    image, nearest, matches, current, index, counter = client.predict(run_id, 2, api_name="/audit_show")
+    m = ctx.distill_view(run_id).distilled().m
+    assert image and nearest["data"] and matches["data"] and index == 2 and f"of {m}" in counter
+    msg, counter = client.predict(run_id, 2, "reject", "blurry", api_name="/audit_decide")
+    assert msg.startswith("✅") and "reject 1" in counter
+    *_, current, _, _ = client.predict(run_id, 2, api_name="/audit_show")
+    assert "reject" in current and "blurry" in current
+
+
+def test_start_rejects_a_bad_config(served):
+    client, ctx, _ = served
+    before = len(ctx.store.list_runs())
+    msg, _ = client.predict("bad", "scenes", "", "", 0.2, "cpu-small", 8, 4, 2, "auto", "data.eta=2",
+                            api_name="/start_run")
+    assert "⚠️" in msg and "eta" in msg
+    assert len(ctx.store.list_runs()) == before
+
+
+def test_auth_is_required_when_set(tmp_path):
+    from gradio_client.exceptions import AppError  # noqa: F401
+    ctx = AppContext(str(tmp_path / "runs"))
+    demo = build_app(ctx)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                auth=("ann", "secret"), share=False)
+    try:
+        with pytest.raises(Exception):
+            Client(f"http://127.0.0.1:{port}/", verbose=False)
+        ok = Client(f"http://127.0.0.1:{port}/", auth=("ann", "secret"), verbose=False)
+        assert "/runs_refresh" in ok.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    finally:
+        demo.close()
