@@ -59,6 +59,17 @@ class AppContext:
                 self._views[run_id] = hit
             return hit[1], hit[2]
 
+    def cached(self, key, stamp, make):
+        """make() once per (key, stamp): for objects that are slow to load (indexes, models)."""
+        with self._lock:
+            hit = self._views.get(("cached", key))
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+        value = make()
+        with self._lock:
+            self._views[("cached", key)] = (stamp, value)
+        return value
+
     def view(self, run_id) -> RunView:
         return self.views(run_id)[0]
 

@@ -2,6 +2,8 @@
 images or captions with scores), and the recall table of every method in the run with a bar chart."""
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -21,8 +23,11 @@ def load_index(ctx: AppContext, run_id):
         from mdw.evaluate.index import RunIndex
     except ImportError:
         return None
+    meta = os.path.join(d, "index", "meta.json")
+    if not os.path.isfile(meta):
+        return None
     try:
-        return RunIndex.load(d)
+        return ctx.cached(("index", d), os.stat(meta).st_mtime_ns, lambda: RunIndex.load(d))
     except (FileNotFoundError, OSError, MDWError):
         return None
 
@@ -39,9 +44,16 @@ def _hits(res) -> list:
                                                  **getattr(r, "__dict__", {})} for r in res]
 
 
-def _hit_image(ctx: AppContext, run_id, h):
+def _hit_image(ctx: AppContext, run_id, idx, h):
     if isinstance(h.get("image"), np.ndarray):
         return h["image"]
+    if isinstance(h.get("image"), (int, np.integer)) and hasattr(idx, "image_u8"):
+        try:
+            img = idx.image_u8(int(h["image"]))
+            if img is not None:
+                return np.asarray(img)
+        except (MDWError, IndexError, ValueError, TypeError):
+            pass
     v = ctx.view(run_id)
     for key in ("pair", "pair_id"):
         if h.get(key) is not None:
@@ -60,7 +72,7 @@ def query_text(ctx: AppContext, run_id, text, k):
         if not (text or "").strip():
             return [], "Type a caption to search the test images."
         hits = _hits(idx.query_text(text.strip(), int(k or 5)))
-        gallery = [(_hit_image(ctx, run_id, h), f"score {float(h['score']):.3f}") for h in hits]
+        gallery = [(_hit_image(ctx, run_id, idx, h), f"score {float(h['score']):.3f}") for h in hits]
     except (MDWError, ValueError, OSError) as e:
         return [], error_text(e)
     return [g for g in gallery if g[0] is not None], f"top {len(gallery)} test images for “{text.strip()}”"
