@@ -11,6 +11,7 @@ for _k, _v in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"),
 
 from ..errors import MDWError  # noqa: E402
 from . import bench_cmd, data_cmd, heatmap_cmd, run_cmd, score_cmd  # noqa: E402
+from . import query_cmd  # noqa: E402
 
 
 def default_runs_dir() -> str:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.add_parsers(sub, default_runs_dir())
     score_cmd.add_parser(sub, default_runs_dir())
     heatmap_cmd.add_parser(sub, default_runs_dir())
+    query_cmd.add_parser(sub, default_runs_dir())
     bench_cmd.add_parser(sub)
     return p
 
