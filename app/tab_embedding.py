@@ -3,6 +3,8 @@ images and texts, with colour and filter controls. gr.Plot emits no click events
 picked in the linked table; it is highlighted in the figure and its sample shown."""
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -15,29 +17,37 @@ from .context import AppContext, error_text, message_figure
 NO_PROJECTION = "This run has no embedding map yet (no projection computed for this run)."
 COLOUR_BY = ["status", "source", "kind"]
 COLS = ["point", "kind", "source", "pair", "status"]
+STATUS_CODES = {"clean": 0, "flagged": 1, "noisy (missed)": 2, "noisy (flagged)": 3, "distilled": -1}
+
+
+def _names(codes, table: dict) -> np.ndarray:
+    """Numeric codes (projection.py's KIND / SOURCE / STATUS) as names; strings pass through."""
+    codes = np.asarray(codes)
+    if codes.dtype.kind in "iub":
+        inv = {v: k for k, v in table.items()}
+        return np.array([inv.get(int(c), str(c)) for c in codes], dtype=object).astype(str)
+    return codes.astype(str)
 
 
 def load_points(ctx: AppContext, run_id) -> dict | None:
-    """The projection as {x, y, kind, source, pair, status} arrays, or None."""
+    """The projection as {x, y, kind, source, status (names), pair, item} arrays, or None.
+    item: the real pair id, or the distilled index of a distilled point."""
     d = ctx.run_dir(run_id)
+    if not os.path.isfile(os.path.join(d, "projection", "points.npz")):
+        return None
     try:
         from mdw.evaluate.projection import load_projection
-    except ImportError:
-        return None
-    try:
         p = load_projection(d)
-    except (FileNotFoundError, OSError, MDWError):
+    except (ImportError, FileNotFoundError, OSError, MDWError):
         return None
-    if p is None:
-        return None
-    get = (lambda k: p.get(k)) if isinstance(p, dict) else (lambda k: getattr(p, k, None))
-    pair = next((get(k) for k in ("pair", "pair_id", "pair_ids", "id") if get(k) is not None), None)
-    out = {"x": np.asarray(get("x"), float), "y": np.asarray(get("y"), float)}
-    n = len(out["x"])
-    for key, default in (("kind", "image"), ("source", "real"), ("status", "clean")):
-        v = get(key)
-        out[key] = np.asarray(v).astype(str) if v is not None else np.full(n, default)
-    out["pair"] = np.asarray(pair, dtype=np.int64) if pair is not None else np.full(n, -1)
+    n = len(p["x"])
+    out = {"x": np.asarray(p["x"], float), "y": np.asarray(p["y"], float),
+           "kind": _names(p.get("kind", np.zeros(n, int)), {"image": 0, "text": 1}),
+           "source": _names(p.get("source", np.zeros(n, int)), {"real": 0, "distilled": 1}),
+           "status": _names(p.get("status", np.zeros(n, int)), STATUS_CODES),
+           "pair": np.asarray(p.get("pair_id", np.full(n, -1)), dtype=np.int64)}
+    dist = np.asarray(p.get("distilled_id", np.full(n, -1)), dtype=np.int64)
+    out["item"] = np.where(out["source"] == "distilled", dist, out["pair"])
     return out
 
 
@@ -58,7 +68,8 @@ def figure(ctx: AppContext, run_id, colour, kinds, sources, statuses, picked=Non
     fig = go.Figure()
     for value in sorted(set(pts[colour][idx].tolist())):
         sel = idx[pts[colour][idx] == value]
-        hover = [f"point {i}<br>{pts['kind'][i]} · {pts['source'][i]} · {pts['status'][i]}<br>pair {pts['pair'][i]}"
+        hover = [f"point {i}<br>{pts['kind'][i]} · {pts['source'][i]} · {pts['status'][i]}<br>"
+                 f"{'distilled' if pts['source'][i] == 'distilled' else 'pair'} {pts['item'][i]}"
                  for i in sel]
         symbols = ["circle" if k == "image" else "diamond" for k in pts["kind"][sel]]
         fig.add_trace(go.Scattergl(x=pts["x"][sel], y=pts["y"][sel], mode="markers", name=str(value), text=hover,
@@ -68,7 +79,7 @@ def figure(ctx: AppContext, run_id, colour, kinds, sources, statuses, picked=Non
         fig.add_trace(go.Scatter(x=[pts["x"][i]], y=[pts["y"][i]], mode="markers", name=f"picked {i}",
                                  marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "red"}}))
     fig.update_layout(height=520, margin={"t": 20, "b": 20, "l": 20, "r": 10}, legend_title=colour)
-    table = [[int(i), pts["kind"][i], pts["source"][i], int(pts["pair"][i]), pts["status"][i]] for i in idx[:500]]
+    table = [[int(i), pts["kind"][i], pts["source"][i], int(pts["item"][i]), pts["status"][i]] for i in idx[:500]]
     return fig, table, f"{len(idx)} of {len(pts['x'])} points shown (circles: images, diamonds: texts)"
 
 
@@ -81,7 +92,7 @@ def show_point(ctx: AppContext, run_id, point):
         i = int(point)
         if not 0 <= i < len(pts["x"]):
             return None, f"no point {i}"
-        pair = int(pts["pair"][i])
+        pair = int(pts["item"][i])
         if pts["source"][i] == "distilled":
             dv = ctx.distill_view(run_id)
             j = dv.check_index(pair)
@@ -98,8 +109,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
             colour = gr.Radio(COLOUR_BY, value="status", label="colour by")
             kinds = gr.CheckboxGroup(["image", "text"], value=["image", "text"], label="points")
             sources = gr.CheckboxGroup(["real", "distilled"], value=["real", "distilled"], label="source")
-            statuses = gr.CheckboxGroup(["clean", "flagged", "noisy", "distilled"],
-                                        value=["clean", "flagged", "noisy", "distilled"], label="status")
+            statuses = gr.CheckboxGroup(list(STATUS_CODES), value=list(STATUS_CODES), label="status")
         note = gr.Markdown(elem_id="emb-note")
         plot = gr.Plot(label="UMAP", elem_id="emb-plot")
         with gr.Row():

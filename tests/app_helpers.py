@@ -32,7 +32,21 @@ def tiny_run() -> tuple:
     run_id = mgr.create_and_start(apply_overrides(RunConfig(), TINY_RUN).to_dict(), name="tiny")
     status = mgr.wait(run_id, timeout=300)
     assert status["state"] == "done", status
+    add_views(mgr.store.run_dir(run_id))
     return mgr.store.root, run_id, cache
+
+
+def add_views(run_dir: str) -> None:
+    """The retrieval index and the embedding map, when the pipeline did not make them itself."""
+    from mdw.config import RunConfig
+    from mdw.evaluate.index import build_run_index
+    from mdw.evaluate.projection import project_run
+    from mdw.runs.store import read_json
+    cfg = RunConfig.from_dict(read_json(os.path.join(run_dir, "config.json")))
+    if not os.path.isfile(os.path.join(run_dir, "index", "meta.json")):
+        build_run_index(run_dir, cfg)
+    if not os.path.isfile(os.path.join(run_dir, "projection", "points.npz")):
+        project_run(run_dir, cfg)
 
 
 def copy_runs(dest: str) -> tuple:

@@ -140,13 +140,30 @@ def test_recall_table(served):
     assert {r[0] for r in table["data"]} >= {"random", "mdw"} and "methods evaluated" in note
 
 
-def test_embedding_and_retrieval_answer(served):
+def test_embedding_map_and_picking_a_point(served):
     client, _, run_id = served
-    fig, table, note = client.predict(run_id, "status", ["image", "text"], ["real", "distilled"],
-                                      ["clean", "flagged", "noisy", "distilled"], api_name="/embedding_map")
-    assert "points shown" in note or "no embedding map yet" in note
+    statuses = ["clean", "flagged", "noisy (missed)", "noisy (flagged)", "distilled"]
+    fig, table, note = client.predict(run_id, "status", ["image", "text"], ["real", "distilled"], statuses,
+                                      api_name="/embedding_map")
+    assert "points shown" in note and "scattergl" in text_of(fig).lower()
+    rows = table["data"]
+    assert {r[2] for r in rows} == {"real", "distilled"} and {r[1] for r in rows} == {"image", "text"}
+    distilled = [r for r in rows if r[2] == "distilled"][0]
+    image, text = client.predict(run_id, distilled[0], api_name="/embedding_point")
+    assert image and text.startswith(f"distilled pair {distilled[3]}")
+    _, only, _ = client.predict(run_id, "kind", ["text"], ["real"], statuses, api_name="/embedding_map")
+    assert only["data"] and all(r[1] == "text" and r[2] == "real" for r in only["data"])
+
+
+def test_retrieval_queries(served, tmp_path):
+    from PIL import Image
+    client, ctx, run_id = served
     gallery, msg = client.predict(run_id, "a red circle", 3, api_name="/query_text")
-    assert "top" in msg or "no retrieval index" in msg
+    assert len(gallery) == 3 and "top 3" in msg and "score" in gallery[0]["caption"]
+    path = tmp_path / "q.png"
+    Image.fromarray(ctx.view(run_id).pair_image(0)).save(path)
+    table, msg = client.predict(run_id, gradio_client.handle_file(str(path)), 4, api_name="/query_image")
+    assert len(table["data"]) == 4 and all(isinstance(r[2], str) for r in table["data"])
 
 
 def test_audit_distilled_pairs(served):
