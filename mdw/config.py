@@ -103,8 +103,9 @@ class DistillConfig:
     max_start_epoch: int = 4     # s < max_start_epoch
     syn_batch: int = 0           # student minibatch size; 0: all M
     loss: str = "soft"           # soft (contrastive vs row-normalised P̃) | wbce
-    learn_p: bool = True         # False: P̃ stays the identity (hard labels)
-    z_init: float = 3.0          # Z = ±a: P̃ starts near the identity
+    labels: str = "soft"         # soft: P̃ learned (MDW) | identity: hard labels | lowrank: LoRS-style
+    rank: int = 4                # r of the low-rank labels
+    z_init: float = 0.0          # Z = ±a: P̃ starts near the identity; <= 0: a = log(9(M−1))
     ceo: bool = True             # correspondence-enhanced pixel updates (§6)
     ceo_topk: int = 3
     ceo_floor: float = 0.2       # λ: no pixel is frozen
@@ -121,6 +122,8 @@ class DistillConfig:
     def validate(self):
         if self.m < 2 or self.iterations < 0 or self.syn_steps < 1:
             raise ConfigError("distill: need m >= 2, iterations >= 0, syn_steps >= 1")
+        if self.labels not in ("soft", "identity", "lowrank"):
+            raise ConfigError(f"distill.labels: unknown {self.labels!r}; known: soft, identity, lowrank")
         if self.loss not in ("soft", "wbce"):
             raise ConfigError(f"distill.loss: unknown {self.loss!r}; known: soft, wbce")
         if self.init not in ("clean", "random"):
@@ -133,6 +136,32 @@ class DistillConfig:
             raise ConfigError(f"distill.ceo_floor: must be in [0, 1], got {self.ceo_floor}")
 
 
+EVAL_METHODS = ("random", "mtt-vl", "lors", "mdw", "mdw-no-dtcl", "mdw-no-p", "mdw-no-ceo",
+                "expert-plain", "expert-dtcl")
+
+
+@dataclass
+class EvalConfig:
+    """Students trained from scratch on each method's M pairs (METHOD §8); recall on clean test."""
+    methods: list = field(default_factory=lambda: ["random", "mdw", "expert-dtcl"])  # of EVAL_METHODS
+    seeds: int = 3               # student seeds (mean ± std)
+    steps: int = 300             # student optimiser steps
+    batch_size: int = 0          # student minibatch; 0: all M pairs each step
+    optimizer: str = "adam"      # adam (lr below) for every method | alpha: distilled sets use their learned α (SGD)
+    lr: float = 1e-3
+    cross_arch: str = ""         # a second student preset (e.g. cpu-wide): cross-architecture rows
+    baseline_iterations: int = 0  # distillation iterations of the distilled baselines; 0: distill.iterations
+
+    def validate(self):
+        bad = [m for m in self.methods if m not in EVAL_METHODS]
+        if bad:
+            raise ConfigError(f"evaluate.methods: unknown {bad}; known: {', '.join(EVAL_METHODS)}")
+        if self.seeds < 1 or self.steps < 0:
+            raise ConfigError("evaluate: need seeds >= 1 and steps >= 0")
+        if self.optimizer not in ("adam", "alpha"):
+            raise ConfigError(f"evaluate.optimizer: unknown {self.optimizer!r}; known: adam, alpha")
+
+
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -143,12 +172,14 @@ class RunConfig:
     experts: ExpertConfig = field(default_factory=ExpertConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     heatmaps: HeatmapConfig = field(default_factory=HeatmapConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> "RunConfig":
         self.data.validate()
         self.experts.validate()
         self.distill.validate()
         self.heatmaps.validate()
+        self.evaluate.validate()
         return self
 
     def resolved_cache_dir(self) -> str:
@@ -162,7 +193,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        return _build(cls, d, "").validate()
+        return _build(cls, _migrate(d), "").validate()
 
     @classmethod
     def load(cls, path: str) -> "RunConfig":
@@ -179,6 +210,17 @@ class RunConfig:
             return cls.from_dict(d)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+
+
+def _migrate(d):
+    """Configs written by earlier versions still load (run folders outlive code changes)."""
+    dist = d.get("distill") if isinstance(d, dict) else None
+    if isinstance(dist, dict) and "learn_p" in dist:
+        dist = dict(dist)
+        learn = dist.pop("learn_p")
+        dist.setdefault("labels", "soft" if learn else "identity")
+        d = {**d, "distill": dist}
+    return d
 
 
 def _build(cls, d, prefix: str):
@@ -210,6 +252,11 @@ def _coerce(tp, v, key: str):
     elif tp is str:
         if isinstance(v, str):
             return v
+    elif tp is list:
+        if isinstance(v, str):   # --set evaluate.methods=random,mdw
+            return [x.strip() for x in v.split(",") if x.strip()]
+        if isinstance(v, (list, tuple)):
+            return list(v)
     else:
         return v
     raise ConfigError(f"{key}: expected {tp.__name__}, got {v!r}")

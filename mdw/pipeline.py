@@ -3,9 +3,13 @@ run folder and writes its own outputs atomically; a finished stage is never redo
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from .config import RunConfig
+from .errors import ConfigError
 from .data.prepare import Prepared, load_prepared, pairs_record, prepare
+from .distill.stage import stage_distill
+from .evaluate.stage import stage_evaluate
 from .heatmaps.stage import stage_heatmaps
 from .models.presets import build_model
 from .progress import progress_bar
@@ -34,29 +38,58 @@ def run_data(ctx, cfg: RunConfig, report=None) -> Prepared:
     return load_prepared(record, cfg.data, cfg.resolved_cache_dir(), report)
 
 
-def stage_experts(ctx, cfg: RunConfig, report) -> None:
-    """Train the experts (DTCL or plain); write experts/, dtcl/scores and per-epoch events."""
-    p = run_data(ctx, cfg, lambda f, m="": report(0.03 * f, m))
+def run_tensors(ctx, cfg: RunConfig, report=None) -> tuple:
+    """(Prepared, training PairTensors, clean test RetrievalSplit) of the run (cached features)."""
+    report = report or (lambda f, m="": None)
+    p = run_data(ctx, cfg, lambda f, m="": report(0.3 * f, m))
     encoder = build_model(cfg.model, cfg.data.image_size, seed=cfg.seed).text
     pairs, test = build_tensors(p, encoder, cfg.resolved_cache_dir(),
-                                progress=lambda f: report(0.03 + 0.07 * f, "text features"))
+                                progress=lambda f: report(0.3 + 0.7 * f, "text features"))
+    return p, pairs, test
+
+
+def train_and_save_experts(ctx, cfg: RunConfig, dtcl: bool, report) -> None:
+    """Train DTCL (two tracks) or plain experts; write experts/<kind>/, dtcl/scores*, events."""
+    _, pairs, test = run_tensors(ctx, cfg, lambda f, m="": report(0.1 * f, m))
     d = cfg.distill
-    experts_cfg = cfg.experts if cfg.experts.buffer_epochs else dataclasses.replace(
-        cfg.experts, buffer_epochs=min(cfg.experts.epochs, d.max_start_epoch + d.expert_epochs))
+    experts_cfg = dataclasses.replace(cfg.experts, dtcl=dtcl)
+    if not experts_cfg.buffer_epochs:
+        experts_cfg.buffer_epochs = min(cfg.experts.epochs, d.max_start_epoch + d.expert_epochs)
     res = train_experts(pairs, test, experts_cfg, cfg.model, cfg.data.image_size, seed=cfg.seed,
                         progress=lambda f, m="": report(0.1 + 0.9 * f, m),
-                        on_epoch=lambda epoch, metrics: ctx.event(epoch, **metrics))
+                        on_epoch=lambda epoch, metrics: ctx.event(epoch, kind=res_kind(dtcl), **metrics))
     save_experts(res, ctx.run_dir, experts_cfg, cfg.model, cfg.data.image_size)
     save_reference(pairs, res.scores["consensus"][-1], ctx.run_dir, res.kind, cfg.experts.batch_size - 1, cfg.seed)
 
 
-STAGES: list = [("data", stage_data), ("experts", stage_experts), ("heatmaps", stage_heatmaps)]
+def res_kind(dtcl: bool) -> str:
+    return "dtcl" if dtcl else "plain"
 
 
-def run_pipeline(ctx, show_bars: bool | None = None) -> None:
-    """Run every stage not yet done, in order (the body given to run_in_context)."""
+def ensure_experts(ctx, cfg: RunConfig, kind: str, report) -> None:
+    """Train the `kind` experts if the run does not have them yet (baselines need plain ones)."""
+    if not os.path.isfile(ctx.path("experts", kind, "meta.json")):
+        ctx.log(f"training {kind} experts (needed here, not yet in the run)")
+        train_and_save_experts(ctx, cfg, kind == "dtcl", report)
+
+
+def stage_experts(ctx, cfg: RunConfig, report) -> None:
+    """Train the experts (DTCL or plain); write experts/, dtcl/scores and per-epoch events."""
+    train_and_save_experts(ctx, cfg, cfg.experts.dtcl, report)
+
+
+STAGES: list = [("data", stage_data), ("experts", stage_experts), ("heatmaps", stage_heatmaps),
+                ("distill", stage_distill), ("evaluate", stage_evaluate)]
+
+
+def run_pipeline(ctx, show_bars: bool | None = None, until: str | None = None) -> None:
+    """Run every stage not yet done, in order, up to and including `until` (the body given to
+    run_in_context)."""
     cfg = RunConfig.from_dict(ctx.config)
-    for name, fn in STAGES:
+    names = stage_names()
+    if until is not None and until not in names:
+        raise ConfigError(f"--until: unknown stage {until!r}; stages: {', '.join(names)}")
+    for name, fn in STAGES[:names.index(until) + 1 if until else len(STAGES)]:
         if ctx.stage_done(name):
             ctx.log(f"stage {name}: already done, skipped")
             continue

@@ -1,4 +1,4 @@
-"""Small real datasets made inside tests."""
+"""Small real datasets and run configs made inside tests."""
 from __future__ import annotations
 
 import io
@@ -31,3 +31,12 @@ def tiny_pairset(n_images: int = 40, captions_per_image: int = 3, splits=(0.7, 0
             owner.append(i)
     return PairSet(name="tiny", images=BytesImages(names, blobs), image_split=np.array(split, dtype=object),
                    captions=captions, pair_image=np.array(owner))
+
+
+# A whole pipeline run (data → experts → heatmaps → distill → evaluate) in well under a minute.
+TINY_RUN = ["data.scenes.n_train=60", "data.scenes.n_dev=10", "data.scenes.n_test=20", "data.image_size=32",
+            "experts.batch_size=32", "experts.epochs=2", "data.eta=0.2",
+            "distill.m=8", "distill.iterations=4", "distill.syn_steps=2", "distill.expert_epochs=1",
+            "distill.max_start_epoch=1", "distill.snapshots=1", "distill.ceo_refresh=2",
+            "heatmaps.n_most=4", "heatmaps.n_least=4",
+            "evaluate.steps=20", "evaluate.seeds=2"]

@@ -251,8 +251,8 @@ def test_stage_writes_maps_and_cli_draws(tmp_path, cache_dir):
                                         "data.image_size=32", "data.eta=0.3", "experts.epochs=1",
                                         "experts.batch_size=32", "model.device=cpu"])
     run_id = store.create(cfg.to_dict(), name="heat")
-    assert run_in_context(store, run_id, run_pipeline) == 0
-    assert "heatmaps" in store.read_status(run_id)["stages_done"]
+    assert run_in_context(store, run_id, lambda ctx: run_pipeline(ctx, until="heatmaps")) == 0
+    assert store.read_status(run_id)["stages_done"] == ["data", "experts", "heatmaps"]
     run_dir = store.run_dir(run_id)
     z = load_packed(run_dir)
     index = json.load(open(os.path.join(run_dir, "heatmaps", "index.json")))

@@ -8,8 +8,7 @@ from mdw.config import RunConfig, apply_overrides
 from mdw.pipeline import stage_names
 from mdw.runs.manager import RunManager
 
-TINY = ["data.scenes.n_train=60", "data.scenes.n_dev=10", "data.scenes.n_test=20", "data.image_size=32",
-        "experts.batch_size=32", "experts.epochs=1", "data.eta=0.2"]
+from helpers import TINY_RUN as TINY
 
 
 def config(*extra) -> dict:

@@ -16,6 +16,7 @@ def add_parsers(sub, runs_dir: str) -> None:
                    help="override a config value, e.g. --set data.eta=0.4 (repeatable)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run: finished stages are not redone")
     p.add_argument("--runs", default=runs_dir, help="the runs folder (default: $MDW_RUNS or ./runs)")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. experts); resume later for the rest")
     p.add_argument("--no-bars", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -44,7 +45,7 @@ def run(args) -> int:
         run_id = store.create(cfg.to_dict(), name=cfg.name)
         print(f"run {run_id} in {store.run_dir(run_id)}")
     show = False if args.no_bars else None
-    code = run_in_context(store, run_id, lambda ctx: run_pipeline(ctx, show_bars=show))
+    code = run_in_context(store, run_id, lambda ctx: run_pipeline(ctx, show_bars=show, until=args.until))
     st = store.read_status(run_id)
     print(f"run {run_id}: {st['state']}" + (f" ({st.get('error')})" if st.get("error") else ""))
     return code

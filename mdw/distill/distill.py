@@ -32,7 +32,8 @@ def init_distilled(pairs: PairTensors, consensus: Optional[np.ndarray], cfg: Dis
     pos = choose_init_pairs(consensus, len(pairs), cfg.m, cfg.init, seed)
     idx = torch.from_numpy(pos)
     return DistilledSet.from_real(pairs.images[pairs.pair_image[idx]], pairs.g0[idx], pairs.pair_ids[pos], lr,
-                                  cfg.z_init, meta={"init": cfg.init})
+                                  cfg.z_init, meta={"init": cfg.init, "positions": pos.tolist()},
+                                  labels=cfg.labels, rank=cfg.rank, seed=seed)
 
 
 def snapshot_iterations(cfg: DistillConfig) -> set:
@@ -41,6 +42,17 @@ def snapshot_iterations(cfg: DistillConfig) -> set:
     if n and cfg.iterations:
         its |= {int(round(cfg.iterations * (k + 1) / (n + 1))) for k in range(n)}
     return its
+
+
+def pick_segment(buf: torch.Tensor, cfg: DistillConfig, rng: np.random.Generator) -> tuple:
+    """(start epoch s < max_start_epoch, K): the segment θ*_s → θ*_{s+K} of one expert's buffer.
+    A buffer shorter than K + 1 epochs (a very short expert run) matches what it has."""
+    epochs = buf.shape[0] - 1
+    if epochs < 1:
+        raise ValueError("distill: the expert buffer holds no epoch after the start")
+    k = min(cfg.expert_epochs, epochs)
+    top = max(1, min(cfg.max_start_epoch, epochs - k + 1))
+    return int(rng.integers(0, top)), k
 
 
 @torch.no_grad()
@@ -58,10 +70,10 @@ def calibrate_alpha(student: Student, syn: DistilledSet, trajectories: list, cfg
     ratios = []
     for _ in range(samples):
         buf = trajectories[int(rng.integers(len(trajectories)))]
-        s = int(rng.integers(0, max(1, min(cfg.max_start_epoch, buf.shape[0] - 1 - cfg.expert_epochs))))
+        s, k = pick_segment(buf, cfg, rng)
         theta = buf[s].to(syn.images.device).clone().requires_grad_(True)
         g = torch.autograd.grad(student.loss(theta, syn, torch.arange(syn.m, device=theta.device)), theta)[0]
-        move = buf[s + cfg.expert_epochs].to(theta.device) - buf[s].to(theta.device)
+        move = buf[s + k].to(theta.device) - buf[s].to(theta.device)
         # the step size whose N plain steps along -g land closest to the target, per group
         # (floored at a tenth of the norm ratio, so a group the gradient does not point along still moves)
         along = torch.zeros_like(syn.log_alpha).index_add_(0, student.group_of.to(g.device), -g * move)
@@ -79,14 +91,12 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
     """Optimise `syn` in place against `trajectories` (list of (epochs, P) buffers); returns it."""
     model = build_model(model_cfg, image_size, seed=seed)   # the architecture; θ comes from the buffers
     dev = model.device
-    for name in ("images", "text", "z", "log_alpha"):
-        setattr(syn, name, getattr(syn, name).to(dev).detach())
-    syn.requires_grad_(True)
+    syn.to(dev).requires_grad_(True)
     student = Student(model, cfg.loss)
     groups = [{"params": [syn.images], "lr": cfg.lr_images}, {"params": [syn.text], "lr": cfg.lr_text},
               {"params": [syn.log_alpha], "lr": cfg.lr_alpha}]
-    if cfg.learn_p:
-        groups.append({"params": [syn.z], "lr": cfg.lr_z})
+    if syn.label_leaves():
+        groups.append({"params": syn.label_leaves(), "lr": cfg.lr_z})
     opt = torch.optim.Adam(groups)
     rng = np.random.default_rng(seed)
     bs = cfg.syn_batch or syn.m
@@ -100,16 +110,11 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
     for it in range(1, cfg.iterations + 1):
         t0 = time.time()
         buf = trajectories[int(rng.integers(len(trajectories)))]
-        top = min(cfg.max_start_epoch, buf.shape[0] - 1 - cfg.expert_epochs)
-        if top < 1:
-            raise ValueError(f"distill: the buffer keeps {buf.shape[0] - 1} epochs; need expert_epochs + 1")
-        s = int(rng.integers(0, top))
-        start, target = buf[s].to(dev), buf[s + cfg.expert_epochs].to(dev)
+        s, k = pick_segment(buf, cfg, rng)
+        start, target = buf[s].to(dev), buf[s + k].to(dev)
         batches = [torch.from_numpy(rng.permutation(syn.m)[:bs]).to(dev) for _ in range(cfg.syn_steps)]
         opt.zero_grad(set_to_none=True)
         loss = match_adjoint(student, syn, start, target, batches)
-        if not cfg.learn_p:
-            syn.z.grad = None
         if cfg.ceo:
             if masks is None or (it - 1) % max(cfg.ceo_refresh, 1) == 0:
                 masks = ceo_masks(model, syn, start, cfg.ceo_topk)

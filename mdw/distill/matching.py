@@ -37,7 +37,7 @@ class Student:
         buffers = {n: t.clone() for n, t in self.model.named_buffers()}  # batch-mode BN; stats not kept
         img, txt, scale = functional_call(self.model, {**params, **buffers}, (syn.images[b], syn.text[b]))
         z = scale * img @ txt.t()
-        return self.loss_fn(z, torch.sigmoid(syn.z[b][:, b]))
+        return self.loss_fn(z, syn.p()[b][:, b])
 
 
 def _normalised_distance(theta_n, start, target) -> torch.Tensor:
@@ -66,7 +66,7 @@ def match_adjoint(student: Student, syn: DistilledSet, start, target, batches) -
     loss = float(((thetas[-1] - target) ** 2).sum() / denom)
     lam = 2 * (thetas[-1] - target) / denom                   # ∂L/∂θ̂_N
     grad_alpha = torch.zeros_like(alpha)
-    leaves = [syn.images, syn.text, syn.z]
+    leaves = [syn.images, syn.text] + syn.label_leaves()
     for n in range(len(batches) - 1, -1, -1):                 # reverse sweep
         theta = thetas[n].clone().requires_grad_(True)
         g = torch.autograd.grad(student.loss(theta, syn, batches[n]), theta, create_graph=True)[0]

@@ -2,7 +2,10 @@
 
 Ṽ: M images in pixels (M, 3, S, S), float, initialised from real images in [0, 1].
 T̃: M text features in the frozen encoder's g0 space (M, g0_dim), initialised from captions.
-P̃ = sigmoid(Z) ∈ [0,1]^{M×M}, Z = +a on the diagonal and −a elsewhere, so P̃ starts near the identity.
+P̃ = sigmoid(Z) ∈ [0,1]^{M×M}, Z = +a on the diagonal and −a elsewhere, so P̃ starts near the identity
+(a = log(9(M−1)) by default: the row-normalised targets then put 0.9 on the diagonal; ours).
+Label modes: `soft` (Z learned, MDW), `identity` (P̃ = I, hard labels: MTT-VL-style and the "no P̃"
+ablation), `lowrank` (P̃ = sigmoid(Z₀ + U Vᵀ) with Z₀ fixed and U, V of rank r learned: LoRS-style).
 α: log step sizes, one per parameter group (here: the image tower, the text projection, the logit
 scale), initialised to the experts' learning rate; α = exp(log_alpha) stays positive.
 `init_from` records which real pairs the set started from (for decoding and the audit view).
@@ -34,19 +37,37 @@ class DistilledSet:
     log_alpha: torch.Tensor         # (len(GROUPS),)
     init_pairs: np.ndarray          # (M,) the real pairs Ṽ, T̃ started from
     meta: dict = field(default_factory=dict)
+    labels: str = "soft"            # soft | identity | lowrank
+    u: Optional[torch.Tensor] = None  # (M, r) low-rank factors (labels == "lowrank")
+    v: Optional[torch.Tensor] = None
 
     @property
     def m(self) -> int:
         return self.images.shape[0]
 
     def p(self) -> torch.Tensor:
+        if self.labels == "identity":
+            return torch.eye(self.m, dtype=self.z.dtype, device=self.z.device)
+        if self.labels == "lowrank":
+            return torch.sigmoid(self.z + self.u @ self.v.t())
         return torch.sigmoid(self.z)
+
+    def label_leaves(self) -> list:
+        """The tensors that carry P̃'s learnable part (none for identity labels)."""
+        return {"soft": [self.z], "identity": [], "lowrank": [self.u, self.v]}[self.labels]
 
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
 
     def tensors(self) -> list:
-        return [self.images, self.text, self.z, self.log_alpha]
+        return [self.images, self.text, self.z, self.log_alpha] + ([self.u, self.v] if self.u is not None else [])
+
+    def to(self, device) -> "DistilledSet":
+        for name in ("images", "text", "z", "log_alpha", "u", "v"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.to(device).detach())
+        return self
 
     def requires_grad_(self, flag: bool = True) -> "DistilledSet":
         for t in self.tensors():
@@ -55,20 +76,29 @@ class DistilledSet:
 
     @classmethod
     def from_real(cls, images_u8: torch.Tensor, g0: torch.Tensor, pair_ids: np.ndarray, lr: float,
-                  z_init: float = 3.0, meta: Optional[dict] = None) -> "DistilledSet":
-        """Ṽ, T̃ from M real pairs (uint8 images (M, S, S, 3), their captions' g0 features)."""
+                  z_init: float = 0.0, meta: Optional[dict] = None, labels: str = "soft", rank: int = 4,
+                  seed: int = 0) -> "DistilledSet":
+        """Ṽ, T̃ from M real pairs (uint8 images (M, S, S, 3), their captions' g0 features);
+        z_init <= 0: a = log(9(M−1))."""
         m = len(pair_ids)
-        z = torch.full((m, m), -z_init)
-        z.fill_diagonal_(z_init)
+        a = z_init if z_init > 0 else math.log(9.0 * max(m - 1, 1))
+        z = torch.full((m, m), -a)
+        z.fill_diagonal_(a)
+        u = v = None
+        if labels == "lowrank":  # U Vᵀ starts small, not zero, so both factors get gradients
+            gen = torch.Generator().manual_seed(seed)
+            u = 0.01 * torch.randn(m, rank, generator=gen)
+            v = 0.01 * torch.randn(m, rank, generator=gen)
         return cls(images=images_u8.permute(0, 3, 1, 2).float().div(255.0).contiguous(),
                    text=g0.detach().float().clone(), z=z,
                    log_alpha=torch.full((len(GROUPS),), math.log(lr)),
-                   init_pairs=np.asarray(pair_ids, dtype=np.int64), meta=dict(meta or {}))
+                   init_pairs=np.asarray(pair_ids, dtype=np.int64), meta=dict(meta or {}), labels=labels, u=u, v=v)
 
     def state(self) -> dict:
         return {"images": self.images.detach().cpu(), "text": self.text.detach().cpu(), "z": self.z.detach().cpu(),
                 "log_alpha": self.log_alpha.detach().cpu(), "init_pairs": torch.from_numpy(self.init_pairs),
-                "meta": self.meta}
+                "meta": self.meta, "labels": self.labels,
+                **({"u": self.u.detach().cpu(), "v": self.v.detach().cpu()} if self.u is not None else {})}
 
     def save(self, path: str) -> None:
         state = self.state()
@@ -77,7 +107,8 @@ class DistilledSet:
     @classmethod
     def load(cls, path: str, device: str = "cpu") -> "DistilledSet":
         s = torch.load(path, map_location=device, weights_only=True)
-        return cls(s["images"], s["text"], s["z"], s["log_alpha"], s["init_pairs"].numpy(), s.get("meta", {}))
+        return cls(s["images"], s["text"], s["z"], s["log_alpha"], s["init_pairs"].numpy(), s.get("meta", {}),
+                   s.get("labels", "soft"), s.get("u"), s.get("v"))
 
     def images_u8(self) -> np.ndarray:
         """Ṽ as displayable uint8 (M, S, S, 3), clipped to [0, 1]."""

@@ -44,6 +44,12 @@ PRESETS = {
                "256-d embeddings. The default; CPU-friendly.",
                ResNetConfig(channels=(32, 64, 128, 256), blocks=(1, 1, 1, 1), stem_stride=4, last_stride=1,
                             embed_dim=256), 64, 256),
+        Preset("cpu-wide",
+               "frozen MiniLM-L6 text encoder + 2-layer projection; ResNet 48-96-192-384 (1 BasicBlock a "
+               "stage, ~2.9 M parameters), 64 px, 256-d embeddings. A second CPU architecture, for "
+               "cross-architecture evaluation of distilled sets.",
+               ResNetConfig(channels=(48, 96, 192, 384), blocks=(1, 1, 1, 1), stem_stride=4, last_stride=1,
+                            embed_dim=256), 64, 256),
         Preset("gpu-base",
                "frozen MiniLM-L6 text encoder + 2-layer projection; ResNet 64-128-256-512 "
                "(2 BasicBlocks a stage, ~11 M parameters), 128 px, 512-d embeddings. For a GPU.",

@@ -1,0 +1,121 @@
+"""The distill and evaluate stages on a tiny real run: snapshots, L_TM events, decoded captions,
+distilled heatmaps, every method's students in eval/results.json, resume; the student trainer."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import TINY_RUN
+from mdw.config import EvalConfig, ModelConfig, RunConfig, apply_overrides
+from mdw.distill.synset import DistilledSet
+from mdw.evaluate.students import StudentData, _optimizer, evaluate_model, train_student
+from mdw.models.presets import build_model
+from mdw.pipeline import run_pipeline, stage_names
+from mdw.runs.context import run_in_context
+from mdw.runs.store import RunStore
+from mdw.train.data import RetrievalSplit
+
+METHODS = "random,mtt-vl,lors,mdw,mdw-no-p,expert-dtcl,expert-plain"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    os.environ["MDW_CACHE"] = str(root / "cache")
+    cfg = apply_overrides(RunConfig(), TINY_RUN + [f"evaluate.methods={METHODS}", "evaluate.cross_arch=cpu-wide",
+                                                   "model.device=cpu"])
+    store = RunStore(str(root / "runs"))
+    run_id = store.create(cfg.to_dict(), name="tiny-eval")
+    assert run_in_context(store, run_id, run_pipeline) == 0
+    yield store, run_id, cfg
+    os.environ.pop("MDW_CACHE", None)
+
+
+def test_distill_stage_outputs(tiny_run):
+    store, run_id, cfg = tiny_run
+    run_dir = store.run_dir(run_id)
+    assert store.read_status(run_id)["stages_done"] == stage_names()
+    assert stage_names()[-2:] == ["distill", "evaluate"]
+    its = json.load(open(os.path.join(run_dir, "distill", "snapshots", "index.json")))["iterations"]
+    assert its == [0, 2, 4]
+    first = DistilledSet.load(os.path.join(run_dir, "distill", "snapshots", "it_00000.pt"))
+    final = DistilledSet.load(os.path.join(run_dir, "distill", "distilled.pt"))
+    assert first.m == final.m == 8 and first.images.shape == (8, 3, 32, 32)
+    assert not torch.equal(first.images, final.images) and np.array_equal(first.init_pairs, final.init_pairs)
+    assert final.meta["experts"] == "dtcl" and final.meta["labels"] == "soft"
+    p = final.p()
+    assert 0 <= p.min() and p.max() <= 1 and (p.diagonal() > 0.9).all()
+    events = store.read_events(run_id, stage="distill")
+    assert [e["step"] for e in events] == [1, 2, 3, 4] and all(0 < e["L_TM"] < 2 for e in events)
+    decoded = json.load(open(os.path.join(run_dir, "distill", "decoded.json")))
+    captions = json.load(open(os.path.join(run_dir, "data", "pairs.json")))["pairs"]["caption"]
+    assert decoded["k"] == 3 and len(decoded["rows"]) == 8
+    for row in decoded["rows"]:  # T̃ moved little in 4 iterations: its start caption is still nearest
+        assert row["nearest"][0]["pair"] == row["init_pair"] and row["nearest"][0]["sim"] > 0.9
+        assert row["nearest"][0]["caption"] == captions[row["init_pair"]]
+    index = json.load(open(os.path.join(run_dir, "heatmaps", "index.json")))
+    assert index["groups"]["distilled"] == 8
+
+
+def test_evaluate_table_has_every_method_and_arch(tiny_run):
+    store, run_id, cfg = tiny_run
+    run_dir = store.run_dir(run_id)
+    table = json.load(open(os.path.join(run_dir, "eval", "results.json")))
+    got = {(r["method"], r["arch"]) for r in table["rows"]}
+    students = [m for m in METHODS.split(",") if not m.startswith("expert")]
+    assert got == {(m, a) for m in students for a in ("cpu-small", "cpu-wide")} | {
+        ("expert-dtcl", "cpu-small"), ("expert-plain", "cpu-small")}
+    for r in table["rows"]:
+        for k in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "mean_recall"):
+            assert 0 <= r[k] <= 100 and r[f"{k}_std"] >= 0
+        assert r["seeds"] == (2 if not r["method"].startswith("expert") else {"expert-dtcl": 2, "expert-plain": 1}[r["method"]])
+        assert r["mean_recall"] == pytest.approx(np.mean([r[f"{d}R@{k}"] for d in "IT" for k in (1, 5, 10)]))
+    sets = {m: DistilledSet.load(os.path.join(run_dir, "eval", "sets", f"{m}.pt")) for m in ("mtt-vl", "lors", "mdw-no-p")}
+    assert sets["mtt-vl"].labels == "identity" and sets["mtt-vl"].meta["experts"] == "plain"
+    assert sets["lors"].labels == "lowrank" and sets["lors"].meta["loss"] == "wbce" and sets["lors"].u.shape == (8, 4)
+    assert sets["mdw-no-p"].labels == "identity" and not sets["mtt-vl"].meta["ceo"]
+    assert os.path.isfile(os.path.join(run_dir, "eval", "students", "mdw", "seed0.pt"))
+    assert table["config"]["M"] == 8 and table["config"]["evaluate"]["seeds"] == 2
+    # resume: a finished evaluate is not redone; a new method added later is the only row computed
+    mtime = os.path.getmtime(os.path.join(run_dir, "eval", "sets", "lors.pt"))
+    with open(os.path.join(run_dir, "config.json")) as f:
+        conf = json.load(f)
+    conf["evaluate"]["methods"].append("mdw-no-ceo")
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(conf, f)
+    store.write_status(run_id, stages_done=stage_names()[:-1])
+    assert run_in_context(store, run_id, run_pipeline) == 0
+    rows = json.load(open(os.path.join(run_dir, "eval", "results.json")))["rows"]
+    assert len(rows) == len(table["rows"]) + 2 and rows[:len(table["rows"])] == table["rows"]
+    assert os.path.getmtime(os.path.join(run_dir, "eval", "sets", "lors.pt")) == mtime
+
+
+def _planted(m=6, size=32, g0_dim=384, seed=0):
+    """m solid-colour images, each with its own random text feature: a separable set."""
+    gen = torch.Generator().manual_seed(seed)
+    colours = torch.rand(m, 3, 1, 1, generator=gen)
+    images = colours.expand(m, 3, size, size).contiguous()
+    return StudentData(images, torch.randn(m, g0_dim, generator=gen), torch.eye(m))
+
+
+def test_student_learns_a_separable_set_to_full_recall():
+    data = _planted()
+    split = RetrievalSplit((data.images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8), data.g0,
+                           np.arange(data.m))
+    cfg = EvalConfig(steps=150, lr=3e-3)
+    model = train_student(data, ModelConfig(device="cpu"), 32, cfg, seed=0)
+    r = evaluate_model(model, split)
+    assert r["IR@1"] == 100.0 and r["TR@1"] == 100.0
+    untrained = evaluate_model(build_model(ModelConfig(device="cpu"), 32, seed=10_000), split)
+    assert untrained["mean_recall"] < r["mean_recall"]
+
+
+def test_learned_step_sizes_drive_sgd_per_group():
+    data = _planted()
+    data.alpha = torch.tensor([0.5, 0.05, 0.005])
+    model = build_model(ModelConfig(device="cpu"), 32, seed=0)
+    opt = _optimizer(model, data, EvalConfig(optimizer="alpha"))
+    assert isinstance(opt, torch.optim.SGD) and [g["lr"] for g in opt.param_groups] == pytest.approx([0.5, 0.05, 0.005])
+    assert isinstance(_optimizer(model, data, EvalConfig(optimizer="adam")), torch.optim.Adam)
