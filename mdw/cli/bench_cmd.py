@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..bench import detection
 from . import heatmap_cmd
+from . import query_cmd
 
 
 def add_parser(sub) -> None:
@@ -20,6 +21,22 @@ def add_parser(sub) -> None:
     d.add_argument("--merge", action="store_true", help="keep other data sets' rows already in the output")
     d.set_defaults(func=run_detection)
     heatmap_cmd.add_bench_parser(bsub)
+    s = bsub.add_parser("distill", help="every distillation method and baseline, several M and eta, in one table")
+    s.add_argument("--datasets", default="scenes:20,50,100;flickr8k:100,200",
+                   help="DATASET:M,M;DATASET:M (datasets: scenes, flickr8k)")
+    s.add_argument("--etas", default="0,0.4")
+    s.add_argument("--methods", default=None, help="comma list (default: all)")
+    s.add_argument("--iterations", type=int, default=None, help="distillation iterations")
+    s.add_argument("--seeds", type=int, default=None, help="student seeds")
+    s.add_argument("--student-steps", type=int, default=None)
+    s.add_argument("--cross-arch", default=None, help="a second student preset, e.g. cpu-wide")
+    s.add_argument("--scenes-train", type=int, default=None)
+    s.add_argument("--flickr8k", default=None, help="path of the Flickr8k folder")
+    s.add_argument("--runs", default="", help="keep the bench's run folders here (default: a temp folder)")
+    s.add_argument("--out", default=None)
+    s.add_argument("--threads", type=int, default=0)
+    s.set_defaults(func=run_distill)
+    query_cmd.add_bench_parser(bsub)
 
 
 def set_threads(n: int) -> None:
@@ -46,4 +63,26 @@ def run_detection(args) -> int:
     cfg.merge = args.merge
     _, summary, paths = detection.run(cfg)
     print(f"wrote {', '.join(paths)}; {summary}")
+    return 0
+
+
+def run_distill(args) -> int:
+    from ..bench import distill
+
+    set_threads(args.threads)
+    cfg = distill.DistillBenchConfig()
+    cfg.ms = {ds.split(":")[0].strip(): [int(m) for m in ds.split(":")[1].split(",")]
+              for ds in args.datasets.split(";") if ds.strip()}
+    cfg.etas = [float(x) for x in args.etas.split(",")]
+    for name, value in (("methods", args.methods and [m.strip() for m in args.methods.split(",")]),
+                        ("iterations", args.iterations), ("seeds", args.seeds), ("student_steps", args.student_steps),
+                        ("cross_arch", args.cross_arch), ("flickr8k_path", args.flickr8k), ("out_dir", args.out)):
+        if value:
+            setattr(cfg, name, value)
+    if args.scenes_train:
+        cfg.scenes.n_train = args.scenes_train
+    cfg.runs_dir = args.runs
+    _, summary, paths = distill.run(cfg)
+    print(f"wrote {', '.join(paths)}")
+    print("\n".join(summary))
     return 0

@@ -84,3 +84,38 @@ def query(args) -> int:
             label = h["key"] if args.text is not None else f"{h['caption']!r}  [{h['key']}]"
             print(f"  {h['rank']:>3}. {h['score']:+.4f}  {label}")
     return 0
+
+
+def add_bench_parser(bsub) -> None:
+    """`python -m mdw bench index` (registered by bench_cmd)."""
+    b = bsub.add_parser("index", help="FAISS exact/approximate build and query time, recall; UMAP time")
+    b.add_argument("--sizes", default="10000,100000,1000000", help="comma list of index sizes (vectors)")
+    b.add_argument("--umap-sizes", default="5000,20000,50000", help="comma list of UMAP sizes (points; '' for none)")
+    b.add_argument("--queries", type=int, default=None, help="query vectors (default 300)")
+    b.add_argument("--hnsw-max", type=int, default=None, help="no HNSW rows above this many vectors")
+    b.add_argument("--threads", type=int, default=1, help="torch / FAISS threads (default 1)")
+    b.add_argument("--out", default=None, help="output folder (default docs/benchmarks)")
+    b.set_defaults(func=run_index_bench)
+
+
+def _ints(text: str) -> list:
+    try:
+        return [int(float(s)) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise MDWError(f"expected a comma list of integers, got {text!r}") from None
+
+
+def run_index_bench(args) -> int:
+    from ..bench import index as bench_index
+
+    cfg = bench_index.IndexBenchConfig(sizes=_ints(args.sizes), umap_sizes=_ints(args.umap_sizes),
+                                       threads=args.threads)
+    if args.queries:
+        cfg.queries = args.queries
+    if args.hnsw_max is not None:
+        cfg.hnsw_max_n = args.hnsw_max
+    if args.out:
+        cfg.out_dir = args.out
+    _, summary, paths = bench_index.run(cfg)
+    print(f"wrote {', '.join(paths)}; {summary}")
+    return 0
