@@ -42,16 +42,23 @@ def poll_forever(ctx, stop: threading.Event, every: float = 2.0) -> None:
             print(f"app: polling runs failed: {e}", file=sys.stderr)
 
 
+def start_demo_if_empty(ctx) -> str | None:
+    """Start the built-in demo run when the runs folder has no runs; its id, or None."""
+    from .tab_runs import demo_config
+    if ctx.store.list_runs():
+        return None
+    return ctx.manager.create_and_start(demo_config(), name="demo-scenes")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     auth = parse_auth(args.auth)
     from .build import CSS, build_app
     from .context import AppContext
-    from .tab_runs import demo_config
 
     ctx = AppContext(args.runs, max_running=args.max_running)
-    if not args.no_demo and not ctx.store.list_runs():
-        run_id = ctx.manager.create_and_start(demo_config(), name="demo-scenes")
+    run_id = None if args.no_demo else start_demo_if_empty(ctx)
+    if run_id:
         print(f"app: no runs yet in {ctx.runs_dir}; started the demo run {run_id}")
     stop = threading.Event()
     threading.Thread(target=poll_forever, args=(ctx, stop), daemon=True).start()

@@ -90,19 +90,24 @@ def loss_figure(ctx: AppContext, run_id) -> go.Figure:
 
 
 def refresh(ctx: AppContext, run_id, sig):
-    """One timer tick: launch queued runs, then the selected run's status, progress, curves, log
-    and the runs table. The figure is only resent when the run's events changed."""
+    """One timer tick: launch queued runs, then the selected run's status, progress, curves, log,
+    the runs table and the run picker's labels. The figure is only resent when the run's events
+    changed, the picker only when a run appeared or changed state."""
     ctx.manager.poll()
     table = runs_table(ctx)
+    old_events, old_choices = sig if isinstance(sig, (list, tuple)) and len(sig) == 2 else ("", "")
+    choices = ctx.run_choices()
+    picker = gr.update(choices=choices) if repr(choices) != old_choices else gr.skip()
     try:
         d = ctx.run_dir(run_id)
     except MDWError:
-        return status_markdown(None), progress_html(None), gr.skip(), "", table, sig
+        return status_markdown(None), progress_html(None), gr.skip(), "", table, picker, ("", repr(choices))
     status = ctx.store.read_status(run_id)
     ev = os.path.join(d, "events.jsonl")
-    new_sig = f"{run_id}:{os.path.getsize(ev) if os.path.exists(ev) else 0}"
-    fig = loss_figure(ctx, run_id) if new_sig != sig else gr.skip()
-    return status_markdown(status), progress_html(status), fig, ctx.store.log_tail(run_id, 12), table, new_sig
+    new_events = f"{run_id}:{os.path.getsize(ev) if os.path.exists(ev) else 0}"
+    fig = loss_figure(ctx, run_id) if new_events != old_events else gr.skip()
+    return (status_markdown(status), progress_html(status), fig, ctx.store.log_tail(run_id, 12), table, picker,
+            (new_events, repr(choices)))
 
 
 def start_run(ctx: AppContext, name, source, path, image_root, eta, preset, m, iterations, epochs, device, extra):
@@ -163,12 +168,12 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> None:
         table = gr.Dataframe(headers=TABLE_COLS, label="runs", interactive=False, elem_id="runs-table")
         with gr.Accordion("config of the selected run", open=False):
             cfg_json = gr.Code(language="json")
-        sig = gr.State("")
+        sig = gr.State(("", ""))
         timer = gr.Timer(2.0)
 
-    outs = [status_md, bar, plot, log, table, sig]
+    outs = [status_md, bar, plot, log, table, run_dd, sig]
     timer.tick(lambda r, s: refresh(ctx, r, s), [run_dd, sig], outs, show_progress="hidden", api_name="runs_refresh")
-    run_dd.change(lambda r: refresh(ctx, r, ""), [run_dd], outs, show_progress="hidden", api_name=False)
+    run_dd.change(lambda r: refresh(ctx, r, ("", ""))[:5], [run_dd], outs[:5], show_progress="hidden", api_name=False)
     run_dd.change(lambda r: run_config_json(ctx, r), [run_dd], [cfg_json], api_name=False)
     start_btn.click(lambda *a: start_run(ctx, *a), [name, source, path, image_root, eta, preset, m, iters, epochs,
                                                     device, extra], [start_msg, run_dd], api_name="start_run")

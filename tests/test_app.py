@@ -50,7 +50,7 @@ def test_every_tab_has_its_endpoints(served):
 
 def test_runs_refresh_shows_the_finished_run(served):
     client, _, run_id = served
-    status, bar, _fig, log, table = client.predict(run_id, "", api_name="/runs_refresh")
+    status, bar, _fig, log, table, picker = client.predict(run_id, api_name="/runs_refresh")
     assert "done" in status and "evaluate" in status and "100%" in bar
     assert [r for r in table["data"] if r[0] == run_id and r[2] == "done"]
 
@@ -200,3 +200,36 @@ def test_auth_is_required_when_set(tmp_path):
         assert "/runs_refresh" in ok.view_api(print_info=False, return_format="dict")["named_endpoints"]
     finally:
         demo.close()
+
+
+def test_audit_log_validates_and_the_latest_decision_wins(tmp_path):
+    from mdw.errors import RunError
+    from mdw.runs.audit import decisions_csv, latest_decisions, read_decisions, record_decision
+    run = str(tmp_path)
+    record_decision(run, "pair", 4, "noisy", "first look")
+    with open(tmp_path / "audit" / "decisions.jsonl", "a") as f:
+        f.write('{"target": "pair", "item": 9, "deci')  # a writer killed mid-line
+    record_decision(run, "pair", 4, "clean")
+    record_decision(run, "distilled", 1, "accept")
+    for bad in (("pair", 1, "accept"), ("nope", 1, "noisy"), ("pair", -1, "noisy"), ("pair", "x", "noisy")):
+        with pytest.raises(RunError):
+            record_decision(run, *bad)
+    assert len(read_decisions(run)) == 3
+    assert latest_decisions(run, "pair")[4]["decision"] == "clean"
+    assert list(latest_decisions(run, "distilled")) == [1]
+    assert decisions_csv(run).count("\n") == 4
+
+
+def test_first_launch_starts_the_demo_run_once(tmp_path):
+    import sys
+    from app.__main__ import start_demo_if_empty
+    ctx = AppContext(str(tmp_path / "runs"))
+    ctx.manager.worker_argv = lambda run_id: [sys.executable, "-c", "import time; time.sleep(30)", run_id]
+    run_id = start_demo_if_empty(ctx)
+    try:
+        assert run_id and ctx.store.read_config(run_id)["name"] == "demo-scenes"
+        assert ctx.store.read_config(run_id)["data"]["source"] == "scenes"
+        assert start_demo_if_empty(ctx) is None
+        assert ctx.default_run() == run_id
+    finally:
+        ctx.manager.cancel(run_id, grace_s=2)
