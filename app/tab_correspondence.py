@@ -30,13 +30,24 @@ def show_item(ctx: AppContext, run_id, row):
         return None, "This run has no stored heatmaps yet (the heatmaps stage writes them)."
     try:
         item = ctx.view(run_id).heatmap_item(int(row))
-    except (MDWError, OSError, IndexError, ValueError) as e:
+    except (MDWError, OSError, IndexError, ValueError, TypeError) as e:
         return None, error_text(e)
     kind = "distilled pair" if item.group == "distilled" else "real pair"
     noisy = {1: "noisy (injected)", 0: "clean", -1: "unknown"}.get(item.is_noisy, "unknown")
     return (word_grid(item.image, item.maps, tile=112),
             f"**{kind} {item.item_id}**: “{item.maps.caption}”; s(v, t) = {item.maps.pair_score:.3f}; "
             f"ground truth: {noisy}")
+
+
+def compute_for_pair(ctx: AppContext, run_id, pair):
+    """Compute (or find) the word maps of a real pair; select it in the item list."""
+    try:
+        row = ctx.view(run_id).compute_pair_heatmap(pair)
+    except (MDWError, ValueError, OSError) as e:
+        return gr.skip(), error_text(e)
+    upd = item_choices(ctx, run_id)
+    upd["value"] = row
+    return upd, f"heatmaps of real pair {int(pair)} ready"
 
 
 def p_figure(ctx: AppContext, run_id):
@@ -78,6 +89,9 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
             with gr.Column(scale=3):
                 item = gr.Dropdown(choices=[], label="pair with heatmaps (real or distilled)", elem_id="corr-item",
                                    allow_custom_value=True)
+                with gr.Row():
+                    pair = gr.Number(value=None, precision=0, label="or any real pair id", scale=2)
+                    pair_btn = gr.Button("Compute its heatmaps", size="sm", scale=1)
                 note = gr.Markdown(elem_id="corr-note")
                 grid = gr.Image(label="per-word heatmaps", interactive=False)
             with gr.Column(scale=2):
@@ -90,6 +104,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
         pfig = gr.Plot(label="P̃", elem_id="corr-p")
 
     gr.on([tab.select, run_dd.change], lambda r: item_choices(ctx, r), [run_dd], [item], api_name=False)
+    pair_btn.click(lambda r, p: compute_for_pair(ctx, r, p), [run_dd, pair], [item, note], api_name="corr_compute")
     item.change(lambda r, row: show_item(ctx, r, row), [run_dd, item], [grid, note], api_name="corr_item")
     gr.on([tab.select, run_dd.change], lambda r: p_figure(ctx, r), [run_dd], [pfig], api_name="corr_p")
     gr.on([tab.select, run_dd.change, index.change, k.release], lambda r, i, kk: top_matches(ctx, r, i, kk),

@@ -187,7 +187,6 @@ def test_start_rejects_a_bad_config(served):
 
 
 def test_auth_is_required_when_set(tmp_path):
-    from gradio_client.exceptions import AppError  # noqa: F401
     ctx = AppContext(str(tmp_path / "runs"))
     demo = build_app(ctx)
     port = free_port()
@@ -233,3 +232,15 @@ def test_first_launch_starts_the_demo_run_once(tmp_path):
         assert ctx.default_run() == run_id
     finally:
         ctx.manager.cancel(run_id, grace_s=2)
+
+
+def test_heatmaps_of_any_real_pair_on_demand(served):
+    client, ctx, run_id = served
+    stored = {it["item_id"] for it in ctx.view(run_id).heatmap_items()}
+    pair = next(i for i in range(ctx.view(run_id).n_pairs()) if i not in stored)
+    choice, note = client.predict(run_id, pair, api_name="/corr_compute")
+    assert f"real pair {pair}" in note
+    row = choice["value"] if isinstance(choice, dict) else choice
+    grid, note = client.predict(run_id, row, api_name="/corr_item")
+    assert grid and f"real pair {pair}" in note
+    assert "⚠️" in client.predict(run_id, 10 ** 7, api_name="/corr_compute")[1]
