@@ -151,7 +151,7 @@ def render(rows: list, cfg: IndexBenchConfig, summary: dict) -> str:
            f"the exact index reaches {cfg.target_recall}; `recall@10` is measured at that depth. The run stage "
            "uses the exact index up to 1M vectors (`index.exact_max`) and IVF above.\n\n")
     md += "## Indexes\n\n" + markdown_table(idx, ["dataset", "method", "n", "params", "depth", "build_s",
-                                                   "query_ms", "recall@10"])
+                                                   "query_ms", "recall@10"]) + notes(idx)
     if proj:
         md += ("\n## Projection (2-D map)\n\n"
                f"UMAP as the projection stage runs it (seeded, single-threaded); the first fit in a process "
@@ -159,3 +159,17 @@ def render(rows: list, cfg: IndexBenchConfig, summary: dict) -> str:
         md += markdown_table(proj, ["dataset", "method", "n", "params", "fit_s"])
     md += f"\nWhole benchmark: {summary['minutes']} min.\n"
     return md
+
+
+def notes(idx_rows: list) -> str:
+    """One line on the largest size: what an approximate index buys over the exact one."""
+    if not idx_rows:
+        return ""
+    n = max(r["n"] for r in idx_rows)
+    at = {r["method"]: r for r in idx_rows if r["n"] == n}
+    if "exact" not in at or len(at) < 2:
+        return ""
+    parts = [f"{m.upper()} answers in {r['query_ms']:.2f} ms at recall@10 {r['recall@10']:.3f} and builds in "
+             f"{r['build_s']:.0f} s" for m, r in at.items() if m != "exact"]
+    return (f"\nAt {n:,} vectors an exact query takes {at['exact']['query_ms']:.0f} ms; " + "; ".join(parts) +
+            " (the run stage's approximate index above `index.exact_max` is `index.approx`, IVF by default).\n")
