@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .evaluate.view_config import IndexConfig, ProjectionConfig
 from .heatmaps.config import HeatmapConfig
 
 SOURCES = ("scenes", "flickr8k", "karpathy", "csv", "jsonl", "webdataset")
@@ -115,6 +116,7 @@ class DistillConfig:
     lr_z: float = 0.05           # Adam, P̃'s logits
     lr_alpha: float = 0.01       # Adam, log step sizes
     alpha_init: str = "auto"     # auto: N steps cover the expert's K-epoch move | lr: the experts' lr
+    precondition: bool = False   # True: students step along the experts' Adam scaling (ours; measured worse, off)
     init: str = "clean"          # clean: start from pairs DTCL trusts | random
     snapshots: int = 10          # snapshots of (Ṽ, T̃, P̃) kept, evenly spaced (plus the start and end)
     experts: str = "dtcl"        # which experts' trajectories: dtcl | plain
@@ -173,6 +175,8 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     heatmaps: HeatmapConfig = field(default_factory=HeatmapConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
 
     def validate(self) -> "RunConfig":
         self.data.validate()
@@ -180,6 +184,8 @@ class RunConfig:
         self.distill.validate()
         self.heatmaps.validate()
         self.evaluate.validate()
+        self.index.validate()
+        self.projection.validate()
         return self
 
     def resolved_cache_dir(self) -> str:

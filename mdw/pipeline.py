@@ -10,6 +10,7 @@ from .errors import ConfigError
 from .data.prepare import Prepared, load_prepared, pairs_record, prepare
 from .distill.stage import stage_distill
 from .evaluate.stage import stage_evaluate
+from .evaluate.stages import stage_index, stage_projection
 from .heatmaps.stage import stage_heatmaps
 from .models.presets import build_model
 from .progress import progress_bar
@@ -79,7 +80,8 @@ def stage_experts(ctx, cfg: RunConfig, report) -> None:
 
 
 STAGES: list = [("data", stage_data), ("experts", stage_experts), ("heatmaps", stage_heatmaps),
-                ("distill", stage_distill), ("evaluate", stage_evaluate)]
+                ("distill", stage_distill), ("evaluate", stage_evaluate), ("index", stage_index),
+                ("projection", stage_projection)]
 
 
 def run_pipeline(ctx, show_bars: bool | None = None, until: str | None = None) -> None:

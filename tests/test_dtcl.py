@@ -118,3 +118,16 @@ def test_run_stages_resume_and_score(tmp_path, cache_dir):
     own_sim = np.mean([float(r["similarity"]) for r in got[0::2]])
     other_sim = np.mean([float(r["similarity"]) for r in got[1::2]])
     assert own_sim > other_sim
+
+
+def test_adam_preconditioner_is_kept_with_the_buffer(scenes_noisy):
+    cfg, pairs, test = scenes_noisy
+    cfg = apply_overrides(cfg, ["experts.epochs=2", "experts.dtcl=false"])
+    res = train_experts(pairs, None, cfg.experts, cfg.model, 32, seed=0)
+    t = res.tracks[0]
+    assert len(t.precond) == len(t.buffer) - 1 == 2
+    state = t.opt.state[t.model.trainable_parameters()[0][1]]
+    v_hat = state["exp_avg_sq"].flatten() / (1 - 0.999 ** float(state["step"]))
+    n = v_hat.numel()
+    assert torch.allclose(t.precond[-1][:n], 1 / (v_hat.sqrt() + 1e-8), rtol=1e-5)
+    assert (torch.stack(t.precond) > 0).all()

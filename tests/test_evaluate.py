@@ -37,7 +37,7 @@ def test_distill_stage_outputs(tiny_run):
     store, run_id, cfg = tiny_run
     run_dir = store.run_dir(run_id)
     assert store.read_status(run_id)["stages_done"] == stage_names()
-    assert stage_names()[-2:] == ["distill", "evaluate"]
+    assert stage_names()[3:5] == ["distill", "evaluate"]
     its = json.load(open(os.path.join(run_dir, "distill", "snapshots", "index.json")))["iterations"]
     assert its == [0, 2, 4]
     first = DistilledSet.load(os.path.join(run_dir, "distill", "snapshots", "it_00000.pt"))
@@ -85,7 +85,7 @@ def test_evaluate_table_has_every_method_and_arch(tiny_run):
     conf["evaluate"]["methods"].append("mdw-no-ceo")
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(conf, f)
-    store.write_status(run_id, stages_done=stage_names()[:-1])
+    store.write_status(run_id, stages_done=stage_names()[:4])
     assert run_in_context(store, run_id, run_pipeline) == 0
     rows = json.load(open(os.path.join(run_dir, "eval", "results.json")))["rows"]
     assert len(rows) == len(table["rows"]) + 2 and rows[:len(table["rows"])] == table["rows"]

@@ -92,3 +92,16 @@ def test_lowrank_set_round_trip_and_default_diagonal(tmp_path):
     syn.save(str(tmp_path / "s.pt"))
     back = DistilledSet.load(str(tmp_path / "s.pt"))
     assert back.labels == "lowrank" and torch.equal(back.u, syn.u) and torch.equal(back.p(), syn.p())
+
+
+def test_adjoint_equals_unrolled_with_a_preconditioner():
+    student, syn, start, target, batches = tiny_setup("soft")
+    scale = torch.rand(start.shape[0], generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 3
+    ref = match_unrolled(student, syn, start, target, batches, scale)
+    ref_grads = torch.autograd.grad(ref, syn.tensors())
+    val = match_adjoint(student, syn, start, target, batches, scale)
+    assert val == pytest.approx(ref.item(), rel=1e-9)
+    for r, t in zip(ref_grads, syn.tensors()):
+        assert r.abs().max() > 0 and torch.allclose(t.grad, r, rtol=1e-6, atol=1e-10 * r.abs().max().item())
+    plain = match_unrolled(student, syn, start, target, batches)
+    assert plain.item() != pytest.approx(ref.item(), rel=1e-6)  # the scaling does change the steps

@@ -4,6 +4,7 @@ epochs (mdw/distill/matching.py), rescale the pixel gradient with CEO, one Adam 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -44,6 +45,22 @@ def snapshot_iterations(cfg: DistillConfig) -> set:
     return its
 
 
+@dataclass
+class Trajectory:
+    """One expert's buffer θ*_0..θ*_E and, optionally, its Adam preconditioner after each epoch."""
+    params: torch.Tensor                       # (E + 1, P)
+    precond: Optional[torch.Tensor] = None     # (E, P): row s is the scaling during epoch s + 1
+
+    def scale(self, s: int, cfg: DistillConfig, device) -> Optional[torch.Tensor]:
+        if not cfg.precondition or self.precond is None:
+            return None
+        return self.precond[s].to(device)
+
+
+def as_trajectory(t) -> Trajectory:
+    return t if isinstance(t, Trajectory) else Trajectory(t)
+
+
 def pick_segment(buf: torch.Tensor, cfg: DistillConfig, rng: np.random.Generator) -> tuple:
     """(start epoch s < max_start_epoch, K): the segment θ*_s → θ*_{s+K} of one expert's buffer.
     A buffer shorter than K + 1 epochs (a very short expert run) matches what it has."""
@@ -69,10 +86,14 @@ def calibrate_alpha(student: Student, syn: DistilledSet, trajectories: list, cfg
     start for SGD students."""
     ratios = []
     for _ in range(samples):
-        buf = trajectories[int(rng.integers(len(trajectories)))]
+        traj = trajectories[int(rng.integers(len(trajectories)))]
+        buf = traj.params
         s, k = pick_segment(buf, cfg, rng)
         theta = buf[s].to(syn.images.device).clone().requires_grad_(True)
         g = torch.autograd.grad(student.loss(theta, syn, torch.arange(syn.m, device=theta.device)), theta)[0]
+        scale = traj.scale(s, cfg, theta.device)
+        if scale is not None:
+            g = g * scale       # the step direction of a preconditioned student
         move = buf[s + k].to(theta.device) - buf[s].to(theta.device)
         # the step size whose N plain steps along -g land closest to the target, per group
         # (floored at a tenth of the norm ratio, so a group the gradient does not point along still moves)
@@ -88,7 +109,8 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
             seed: int = 0, progress: Optional[Callable[[float, str], None]] = None,
             on_iteration: Optional[Callable[[int, dict], None]] = None,
             on_snapshot: Optional[Callable[[int, DistilledSet], None]] = None) -> DistilledSet:
-    """Optimise `syn` in place against `trajectories` (list of (epochs, P) buffers); returns it."""
+    """Optimise `syn` in place against `trajectories` (Trajectory, or (epochs, P) buffers); returns it."""
+    trajectories = [as_trajectory(t) for t in trajectories]
     model = build_model(model_cfg, image_size, seed=seed)   # the architecture; θ comes from the buffers
     dev = model.device
     syn.to(dev).requires_grad_(True)
@@ -109,12 +131,12 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
         on_snapshot(0, syn)
     for it in range(1, cfg.iterations + 1):
         t0 = time.time()
-        buf = trajectories[int(rng.integers(len(trajectories)))]
-        s, k = pick_segment(buf, cfg, rng)
-        start, target = buf[s].to(dev), buf[s + k].to(dev)
+        traj = trajectories[int(rng.integers(len(trajectories)))]
+        s, k = pick_segment(traj.params, cfg, rng)
+        start, target = traj.params[s].to(dev), traj.params[s + k].to(dev)
         batches = [torch.from_numpy(rng.permutation(syn.m)[:bs]).to(dev) for _ in range(cfg.syn_steps)]
         opt.zero_grad(set_to_none=True)
-        loss = match_adjoint(student, syn, start, target, batches)
+        loss = match_adjoint(student, syn, start, target, batches, traj.scale(s, cfg, dev))
         if cfg.ceo:
             if masks is None or (it - 1) % max(cfg.ceo_refresh, 1) == 0:
                 masks = ceo_masks(model, syn, start, cfg.ceo_topk)

@@ -44,9 +44,10 @@ def _normalised_distance(theta_n, start, target) -> torch.Tensor:
     return ((theta_n - target) ** 2).sum() / ((start - target) ** 2).sum().clamp_min(1e-12)
 
 
-def match_unrolled(student: Student, syn: DistilledSet, start, target, batches) -> torch.Tensor:
-    """L_TM with the full graph (reference); call .backward() on it."""
-    alpha = student.alpha_vector(syn.log_alpha)
+def match_unrolled(student: Student, syn: DistilledSet, start, target, batches, scale=None) -> torch.Tensor:
+    """L_TM with the full graph (reference); call .backward() on it. `scale`: an optional fixed
+    diagonal preconditioner of the student steps (θ̂_n = θ̂_{n−1} − α ⊙ scale ⊙ ∇ℓ)."""
+    alpha = student.alpha_vector(syn.log_alpha) * (1 if scale is None else scale)
     theta = start.clone().requires_grad_(True)
     for b in batches:
         g = torch.autograd.grad(student.loss(theta, syn, b), theta, create_graph=True)[0]
@@ -54,9 +55,9 @@ def match_unrolled(student: Student, syn: DistilledSet, start, target, batches) 
     return _normalised_distance(theta, start, target)
 
 
-def match_adjoint(student: Student, syn: DistilledSet, start, target, batches) -> float:
+def match_adjoint(student: Student, syn: DistilledSet, start, target, batches, scale=None) -> float:
     """L_TM; accumulates ∂L_TM/∂(Ṽ, T̃, Z, log α) into their .grad with one step's graph at a time."""
-    alpha = student.alpha_vector(syn.log_alpha).detach()
+    alpha = (student.alpha_vector(syn.log_alpha) * (1 if scale is None else scale)).detach()
     thetas = [start.detach()]
     for b in batches:                                         # forward: no graph kept
         theta = thetas[-1].clone().requires_grad_(True)

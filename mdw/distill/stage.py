@@ -17,8 +17,8 @@ import numpy as np
 from ..config import DistillConfig, RunConfig
 from ..runs.store import atomic_write_json
 from ..train.data import PairTensors
-from ..train.experts_io import experts_meta, load_buffer, load_scores
-from .distill import distill, init_distilled
+from ..train.experts_io import experts_meta, load_buffer, load_preconditioner, load_scores
+from .distill import Trajectory, distill, init_distilled
 from .synset import DistilledSet, decode_text
 
 
@@ -28,7 +28,7 @@ def experts_available(run_dir: str, kind: str) -> bool:
 
 def trajectories(run_dir: str, kind: str) -> list:
     meta = experts_meta(run_dir, kind)
-    return [load_buffer(run_dir, kind, t) for t in meta["tracks"]]
+    return [Trajectory(load_buffer(run_dir, kind, t), load_preconditioner(run_dir, kind, t)) for t in meta["tracks"]]
 
 
 def distill_from_run(run_dir: str, pairs: PairTensors, cfg: RunConfig, dcfg: DistillConfig, seed: int,

@@ -36,6 +36,7 @@ class Track:
     opt: torch.optim.Optimizer
     gen: torch.Generator                      # shuffles this track's batches
     buffer: list = field(default_factory=list)  # flat trainable parameters after each kept epoch
+    precond: list = field(default_factory=list)  # Adam's diagonal preconditioner after each kept epoch
     gmm: Optional[LossGMM] = None             # the last epoch's loss mixture
 
 
@@ -56,6 +57,24 @@ def autocast_for(device: torch.device, mode: str):
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def adam_preconditioner(opt: torch.optim.Optimizer, model: MDWModel) -> torch.Tensor:
+    """1 / (sqrt(v̂) + eps) per trainable parameter, flat in flat_params order: the diagonal scaling
+    Adam applied to the gradient at the end of this epoch (0 where it holds no state). Students in
+    trajectory matching step along it, so their moves can line up with an Adam expert's (ours)."""
+    group = opt.param_groups[0]
+    beta2, eps = group["betas"][1], group["eps"]
+    parts = []
+    for _, p in model.trainable_parameters():
+        st = opt.state.get(p, {})
+        if "exp_avg_sq" not in st:
+            parts.append(torch.zeros(p.numel()))
+            continue
+        bias2 = 1 - beta2 ** float(st["step"])
+        parts.append((1.0 / ((st["exp_avg_sq"] / bias2).sqrt() + eps)).flatten().float().cpu())
+    return torch.cat(parts)
 
 
 def make_tracks(n: int, model_cfg: ModelConfig, image_size: int, cfg: ExpertConfig, seed: int) -> list:
@@ -153,6 +172,7 @@ def train_experts(pairs: PairTensors, test: Optional[RetrievalSplit], cfg: Exper
         if epoch + 1 <= keep:
             for t in tracks:
                 t.buffer.append(t.model.flat_params())
+                t.precond.append(adam_preconditioner(t.opt, t.model))
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch + 1, metrics)

@@ -31,6 +31,9 @@ def save_experts(res: ExpertsResult, run_dir: str, cfg: ExpertConfig, model_cfg:
     for t in res.tracks:
         buf = torch.stack(t.buffer)
         atomic_save(os.path.join(folder, f"buffer_{t.name}.pt"), lambda tmp, buf=buf: torch.save(buf, tmp))
+        if t.precond:
+            pre = torch.stack(t.precond)
+            atomic_save(os.path.join(folder, f"precond_{t.name}.pt"), lambda tmp, pre=pre: torch.save(pre, tmp))
         final = {"params": t.model.flat_params(), "buffers": t.model.flat_buffers()}
         atomic_save(os.path.join(folder, f"final_{t.name}.pt"), lambda tmp, f=final: torch.save(f, tmp))
     arrays = dict(res.scores)
@@ -60,6 +63,12 @@ def experts_meta(run_dir: str, kind: str = "dtcl") -> dict:
 
 def load_buffer(run_dir: str, kind: str = "dtcl", track: str = "A") -> torch.Tensor:
     return torch.load(os.path.join(run_dir, "experts", kind, f"buffer_{track}.pt"), map_location="cpu")
+
+
+def load_preconditioner(run_dir: str, kind: str = "dtcl", track: str = "A"):
+    """(epochs, P): Adam's preconditioner after each kept epoch; None for runs saved without it."""
+    path = os.path.join(run_dir, "experts", kind, f"precond_{track}.pt")
+    return torch.load(path, map_location="cpu") if os.path.isfile(path) else None
 
 
 def load_expert(run_dir: str, kind: str = "dtcl", track: str = "A", device: Optional[str] = None) -> MDWModel:
