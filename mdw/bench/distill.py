@@ -54,6 +54,7 @@ def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfi
         rc.data.source, rc.data.path = "flickr8k", cfg.flickr8k_path
     rc.experts.epochs = cfg.epochs[dataset]
     rc.heatmaps.enabled = False
+    rc.index.enabled = rc.projection.enabled = False   # the views are not what is measured here
     rc.distill.iterations = cfg.iterations
     rc.evaluate = dataclasses.replace(rc.evaluate, methods=list(cfg.methods), seeds=cfg.seeds,
                                       steps=cfg.student_steps, cross_arch=cfg.cross_arch)
@@ -117,6 +118,19 @@ def summarise(rows: list) -> list:
     return lines
 
 
+def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> tuple:
+    summary = summarise(rows)
+    md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
+          f"{cfg.iterations} distillation iterations per distilled method; students: {cfg.student_steps} steps from "
+          f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
+          f"through FAISS. Expert rows: the experts trained on all the noisy pairs (upper bounds). "
+          f"sec_per_it: seconds per distillation iteration.\n\n" + markdown_table(rows, COLUMNS) +
+          ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
+           markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
+          "\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nWhole benchmark: {minutes:.1f} min.\n")
+    return summary, write_results(cfg.out_dir, "distill", rows + memory, dataclasses.asdict(cfg), md)
+
+
 def run(cfg: DistillBenchConfig, log=print) -> tuple:
     t_all = time.time()
     root = cfg.runs_dir or tempfile.mkdtemp(prefix="mdw-bench-distill-")
@@ -144,22 +158,13 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
                 log(f"{dataset} η={eta} M={m}: {time.time() - t0:.0f} s; " +
                     ", ".join(f"{r['method']} {r['mean_recall']:.1f}" for r in new))
                 rows += new
+                write(cfg, rows, [], (time.time() - t_all) / 60)   # a partial table survives an interruption
     memory = []
     for n in cfg.memory_steps:
         for mode in ("adjoint", "unrolled"):  # the median of 3 fresh processes (allocator noise)
             runs = sorted((peak_memory(n, mode) for _ in range(3)), key=lambda r: r["peak_mib"])
             memory.append(dict(runs[1], method=f"matching-{mode}", dataset="memory", eta=None, M=50))
-    summary = summarise(rows)
-    minutes = (time.time() - t_all) / 60
-    md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
-          f"{cfg.iterations} distillation iterations per distilled method; students: {cfg.student_steps} steps from "
-          f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
-          f"through FAISS. Expert rows: the experts trained on all the noisy pairs (upper bounds). "
-          f"sec_per_it: seconds per distillation iteration.\n\n" + markdown_table(rows, COLUMNS) +
-          "\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
-          markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) +
-          "\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nWhole benchmark: {minutes:.1f} min.\n")
-    paths = write_results(cfg.out_dir, "distill", rows + memory, dataclasses.asdict(cfg), md)
+    summary, paths = write(cfg, rows, memory, (time.time() - t_all) / 60)
     if not cfg.runs_dir:
         shutil.rmtree(root, ignore_errors=True)
     return rows, summary, paths

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.gradcam import eval_mode, gradcam_with_scores
+from ..models.gradcam import blur_maps, eval_mode, gradcam_with_scores, normalise_maps
 from ..models.text import TokenFeatures
 
 _EDGE_PUNCT = re.compile(r"^\W+|\W+$")
@@ -47,6 +47,8 @@ class CamOptions:
     relu: bool = True       # ReLU on the weighted sum (standard Grad-CAM)
     contrast: float = 0.5   # the map is drawn for ŵ − contrast·t̂ (t̂: the whole caption's direction):
                             # what the word adds to its caption (its token state shares much of it)
+    flip: bool = True       # average with the (un-flipped) map of the horizontally flipped image
+    blur: float = 0.03      # Gaussian blur of the final map, σ as a fraction of its side (2 px at 64)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -195,8 +197,13 @@ def _batch_maps(model, x: torch.Tensor, caps: list, size: int, cam: CamOptions) 
                 words[b, :len(cw.words)] = F.normalize(model.encode_text_g0(word_features(tf, cw).to(dev)), dim=-1)
     mask = (words.abs().sum(-1, keepdim=True) > 0).float()                 # padded words stay zero
     targets = torch.cat([sent[:, None], words - cam.contrast * sent[:, None] * mask], 1)
-    maps, sims = gradcam_with_scores(model, x, targets, out_size=size, relu=cam.relu, align=cam.align,
-                                     shifts=cam.shifts, positive=cam.positive)
+    kw = dict(out_size=size, relu=cam.relu, align=cam.align, shifts=cam.shifts, positive=cam.positive)
+    maps, sims = gradcam_with_scores(model, x, targets, **kw)
+    if cam.flip:
+        flipped, _ = gradcam_with_scores(model, x.flip(-1), targets, **kw)
+        maps = normalise_maps(0.5 * (maps + flipped.flip(-1)))
+    if cam.blur > 0:
+        maps = normalise_maps(blur_maps(maps, cam.blur * size))
     with torch.no_grad(), eval_mode(model):
         img = model.encode_image(x.to(dev)).float()
     scores = torch.einsum("bd,bkd->bk", img, words).cpu().numpy()           # s(v, w) of the words themselves

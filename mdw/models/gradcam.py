@@ -66,6 +66,20 @@ def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
     return out.view_as(maps)
 
 
+def blur_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian blur (σ in pixels, reflected borders) of (..., H, W) maps."""
+    if sigma <= 0:
+        return maps
+    r = max(1, int(round(3 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=maps.dtype, device=maps.device) / sigma) ** 2)
+    k = k / k.sum()
+    shape = maps.shape
+    x = maps.reshape(-1, 1, shape[-2], shape[-1])
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect" if shape[-1] > r else "replicate"), k.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect" if shape[-2] > r else "replicate"), k.view(1, 1, -1, 1))
+    return x.view(shape)
+
+
 def cam_from_grads(feats: torch.Tensor, grads: torch.Tensor, relu: bool = True,
                    positive: bool = False) -> torch.Tensor:
     """(N, C, h, w) map and its gradient -> (N, h, w) Grad-CAM: ReLU(Σ_c α_c A_c), α = mean_hw(grad);
