@@ -33,8 +33,13 @@ def load_points(ctx: AppContext, run_id) -> dict | None:
     """The projection as {x, y, kind, source, status (names), pair, item} arrays, or None.
     item: the real pair id, or the distilled index of a distilled point."""
     d = ctx.run_dir(run_id)
-    if not os.path.isfile(os.path.join(d, "projection", "points.npz")):
+    path = os.path.join(d, "projection", "points.npz")
+    if not os.path.isfile(path):
         return None
+    return ctx.cached(("points", d), os.stat(path).st_mtime_ns, lambda: _read_points(d))
+
+
+def _read_points(d: str) -> dict | None:
     try:
         from mdw.evaluate.projection import load_projection
         p = load_projection(d)
@@ -57,13 +62,25 @@ def _keep(pts: dict, kinds, sources, statuses) -> np.ndarray:
 
 
 def figure(ctx: AppContext, run_id, colour, kinds, sources, statuses, picked=None):
-    """(figure, table rows, note)."""
+    """(figure, table rows, note). Without a picked point, the last one made for the run is reused
+    while the projection file and the controls are unchanged: building the traces of tens of
+    thousands of points (plotly validates every hover text and symbol) takes seconds."""
     try:
         pts = load_points(ctx, run_id)
     except (MDWError, OSError) as e:
         return message_figure(str(e)), [], error_text(e)
     if pts is None:
         return message_figure(NO_PROJECTION), [], NO_PROJECTION
+    if picked is None:
+        d = ctx.run_dir(run_id)
+        stamp = (os.stat(os.path.join(d, "projection", "points.npz")).st_mtime_ns, colour,
+                 tuple(kinds or []), tuple(sources or []), tuple(statuses or []))
+        return ctx.cached(("embedding-figure", d), stamp,
+                          lambda: _figure(pts, colour, kinds, sources, statuses, None))
+    return _figure(pts, colour, kinds, sources, statuses, picked)
+
+
+def _figure(pts: dict, colour, kinds, sources, statuses, picked):
     idx = _keep(pts, kinds, sources, statuses)
     fig = go.Figure()
     for value in sorted(set(pts[colour][idx].tolist())):

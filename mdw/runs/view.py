@@ -30,6 +30,7 @@ class RunView:
         self._record = None
         self._images = None
         self._scores = None
+        self._curves = None
         self._heat = None
 
     # ----- files ----------------------------------------------------------------------------
@@ -157,8 +158,9 @@ class RunView:
         s = self.scores()
         if s is None or s["is_noisy"] is None or not 0 < s["is_noisy"].sum() < len(s["is_noisy"]):
             return None
-        return {"metrics": detection_metrics(s["consensus"], s["is_noisy"], threshold),
-                "curves": detection_curves(s["consensus"], s["is_noisy"])}
+        if self._curves is None:  # independent of the threshold; the scores are loaded once per view
+            self._curves = detection_curves(s["consensus"], s["is_noisy"])
+        return {"metrics": detection_metrics(s["consensus"], s["is_noisy"], threshold), "curves": self._curves}
 
     # ----- heatmaps -------------------------------------------------------------------------
     def heatmap_items(self) -> list:
