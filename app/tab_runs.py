@@ -75,7 +75,8 @@ def loss_figure(ctx: AppContext, run_id) -> go.Figure:
     """Expert losses and detection AUC per epoch; L_TM per distillation iteration."""
     events = ctx.store.read_events(run_id)
     ex = [e for e in events if e.get("stage") == "experts"]
-    di = [e for e in events if e.get("stage") == "distill" and "L_TM" in e]
+    di = list({e["step"]: e for e in events if e.get("stage") == "distill" and "L_TM" in e}.values())
+    di.sort(key=lambda e: e["step"])  # a resumed distill stage re-logs its steps: the latest wins
     if not ex and not di:
         return message_figure("no loss values yet")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("experts (per epoch)", "distillation L_TM"))

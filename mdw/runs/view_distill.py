@@ -131,7 +131,9 @@ class DistillView:
     def ltm_curve(self) -> tuple:
         """(iterations, L_TM) from events.jsonl."""
         rows = [e for e in read_jsonl(self.path("events.jsonl")) if e.get("stage") == "distill" and "L_TM" in e]
-        return [int(e["step"]) for e in rows], [float(e["L_TM"]) for e in rows]
+        last = {int(e["step"]): float(e["L_TM"]) for e in rows}  # a resumed stage re-logs its steps: latest wins
+        steps = sorted(last)
+        return steps, [last[s] for s in steps]
 
     # ----- evaluation -----------------------------------------------------------------------
     def results(self) -> list:
