@@ -107,10 +107,13 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                                        elem_id="corr-matches")
         pfig = gr.Plot(label="P̃", elem_id="corr-p")
 
-    gr.on([tab.select, run_dd.change], lambda r: item_choices(ctx, r), [run_dd], [item], api_name=False)
+    gr.on([run_dd.change], lambda r: item_choices(ctx, r), [run_dd], [item], api_name=False)
     pair_btn.click(lambda r, p: compute_for_pair(ctx, r, p), [run_dd, pair], [item, note], api_name="corr_compute")
     item.change(lambda r, row: show_item(ctx, r, row), [run_dd, item], [grid, note], api_name="corr_item")
-    gr.on([tab.select, run_dd.change], lambda r: p_figure(ctx, r), [run_dd], [pfig], api_name="corr_p")
-    gr.on([tab.select, run_dd.change, index.change, k.release], lambda r, i, kk: top_matches(ctx, r, i, kk),
+    gr.on([run_dd.change], lambda r: p_figure(ctx, r), [run_dd], [pfig], api_name="corr_p")
+    gr.on([run_dd.change, index.change, k.release], lambda r, i, kk: top_matches(ctx, r, i, kk),
           [run_dd, index, k], [syn_img, matches, match_note], api_name="corr_matches")
+    # opening the tab is one event, not three (each event costs a round trip and a queue slot)
+    tab.select(lambda r, i, kk: (item_choices(ctx, r), p_figure(ctx, r), *top_matches(ctx, r, i, kk)),
+               [run_dd, index, k], [item, pfig, syn_img, matches, match_note], api_name=False)
     return tab

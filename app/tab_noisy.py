@@ -149,10 +149,13 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
 
     filters = [run_dd, flag, truth, lo, hi, limit]
     reload = lambda *a: load_pairs(ctx, *a)  # noqa: E731
-    gr.on([tab.select, run_dd.change, flag.change, truth.change, lo.release, hi.release, limit.submit], reload,
+    gr.on([run_dd.change, flag.change, truth.change, lo.release, hi.release, limit.submit], reload,
           filters, [table, gallery, ids, info], api_name="noisy_pairs")
-    gr.on([tab.select, run_dd.change, threshold.release], lambda r, t: detection(ctx, r, t), [run_dd, threshold],
+    gr.on([run_dd.change, threshold.release], lambda r, t: detection(ctx, r, t), [run_dd, threshold],
           [roc, pr, det_md], api_name="noisy_detection")
+    # opening the tab is one event, not two (each event costs a round trip and a queue slot)
+    tab.select(lambda *a: (*load_pairs(ctx, *a[:-1]), *detection(ctx, a[0], a[-1])), filters + [threshold],
+               [table, gallery, ids, info, roc, pr, det_md], api_name=False)
 
     def from_table(evt: gr.SelectData):
         return int(evt.row_value[0]) if evt.row_value else gr.skip()
