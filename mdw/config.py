@@ -71,7 +71,9 @@ class ExpertConfig:
     dtcl: bool = True            # False: the plain InfoNCE expert (same trainer, one track)
     epochs: int = 8
     batch_size: int = 128
-    lr: float = 1e-3             # Adam
+    optimizer: str = "adam"      # adam | sgd (MTT's buffer setting: students' SGD steps can match the moves)
+    lr: float = 1e-3             # the optimizer's lr
+    momentum: float = 0.0        # sgd only
     weight_decay: float = 0.0
     warmup_epochs: int = 1       # DTCL: complementary loss alone for these epochs (ours)
     lambda_c: float = 1.0        # weight of the complementary loss next to the weighted InfoNCE
@@ -86,6 +88,8 @@ class ExpertConfig:
             raise ConfigError("experts: need epochs >= 1 and batch_size >= 2")
         if not (0 <= self.warmup_epochs <= self.epochs):
             raise ConfigError(f"experts.warmup_epochs: must be in [0, experts.epochs={self.epochs}]")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"experts.optimizer: {self.optimizer!r} is not one of adam, sgd")
         if self.weighting not in ("soft", "hard"):
             raise ConfigError(f"experts.weighting: unknown {self.weighting!r}; known: soft, hard")
         if self.autocast not in ("auto", "bf16", "off"):

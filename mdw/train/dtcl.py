@@ -81,7 +81,11 @@ def make_tracks(n: int, model_cfg: ModelConfig, image_size: int, cfg: ExpertConf
     tracks = []
     for k in range(n):
         model = build_model(model_cfg, image_size, seed=seed + 1000 * k)
-        opt = torch.optim.Adam([p for _, p in model.trainable_parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        params = [p for _, p in model.trainable_parameters()]
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(seed + 1000 * k + 1)
         tracks.append(Track(TRACK_NAMES[k], model, opt, gen, [model.flat_params()]))
     return tracks
@@ -172,7 +176,8 @@ def train_experts(pairs: PairTensors, test: Optional[RetrievalSplit], cfg: Exper
         if epoch + 1 <= keep:
             for t in tracks:
                 t.buffer.append(t.model.flat_params())
-                t.precond.append(adam_preconditioner(t.opt, t.model))
+                if isinstance(t.opt, torch.optim.Adam):
+                    t.precond.append(adam_preconditioner(t.opt, t.model))
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch + 1, metrics)
