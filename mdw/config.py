@@ -71,9 +71,9 @@ class ExpertConfig:
     dtcl: bool = True            # False: the plain InfoNCE expert (same trainer, one track)
     epochs: int = 8
     batch_size: int = 128
-    optimizer: str = "adam"      # adam | sgd (MTT's buffer setting: students' SGD steps can match the moves)
-    lr: float = 1e-3             # the optimizer's lr
-    momentum: float = 0.0        # sgd only
+    optimizer: str = "sgd"       # sgd (MTT's buffer: SGD students can follow its moves) | adam
+    lr: float = 0.03             # the optimizer's lr
+    momentum: float = 0.9        # sgd only
     weight_decay: float = 0.0
     warmup_epochs: int = 1       # DTCL: complementary loss alone for these epochs (ours)
     lambda_c: float = 1.0        # weight of the complementary loss next to the weighted InfoNCE
@@ -115,8 +115,8 @@ class DistillConfig:
     ceo_topk: int = 3
     ceo_floor: float = 0.2       # λ: no pixel is frozen
     ceo_refresh: int = 10        # R: masks recomputed every R iterations
-    lr_images: float = 0.01      # Adam, pixels in [0, 1]
-    lr_text: float = 0.005       # Adam, g0 features
+    lr_images: float = 0.001     # Adam, pixels in [0, 1] (0.01 eroded the images: students fell below the start)
+    lr_text: float = 0.0005      # Adam, g0 features
     lr_z: float = 0.05           # Adam, P̃'s logits
     lr_alpha: float = 0.01       # Adam, log step sizes
     alpha_init: str = "auto"     # auto: N steps cover the expert's K-epoch move | lr: the experts' lr

@@ -122,7 +122,11 @@ def test_run_stages_resume_and_score(tmp_path, cache_dir):
 
 def test_adam_preconditioner_is_kept_with_the_buffer(scenes_noisy):
     cfg, pairs, test = scenes_noisy
-    cfg = apply_overrides(cfg, ["experts.epochs=2", "experts.dtcl=false"])
+    sgd = apply_overrides(cfg, ["experts.epochs=2", "experts.dtcl=false"])
+    res = train_experts(pairs, None, sgd.experts, sgd.model, 32, seed=0)
+    assert isinstance(res.tracks[0].opt, torch.optim.SGD) and res.tracks[0].opt.defaults["momentum"] == 0.9
+    assert res.tracks[0].precond == [] and len(res.tracks[0].buffer) == 3   # SGD experts: no preconditioner
+    cfg = apply_overrides(cfg, ["experts.epochs=2", "experts.dtcl=false", "experts.optimizer=adam", "experts.lr=0.001"])
     res = train_experts(pairs, None, cfg.experts, cfg.model, 32, seed=0)
     t = res.tracks[0]
     assert len(t.precond) == len(t.buffer) - 1 == 2

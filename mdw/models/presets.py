@@ -37,23 +37,25 @@ class Preset:
 
 
 PRESETS = {
+    # GroupNorm, not BatchNorm: students learn from M synthetic images whose batch statistics say
+    # nothing about real test images (measured, scenes M = 20: BN students 5.5 vs GN 8.0 mean recall)
     p.name: p for p in (
         Preset("cpu-small",
                "frozen MiniLM-L6 text encoder (384-d) + 2-layer projection; ResNet 32-64-128-256 "
                "(1 BasicBlock a stage, ~1.3 M parameters, stride-4 stem, last map 4x4 at 64 px), 64 px, "
                "256-d embeddings. The default; CPU-friendly.",
                ResNetConfig(channels=(32, 64, 128, 256), blocks=(1, 1, 1, 1), stem_stride=4, last_stride=1,
-                            embed_dim=256), 64, 256),
+                            embed_dim=256, norm="group"), 64, 256),
         Preset("cpu-wide",
                "frozen MiniLM-L6 text encoder + 2-layer projection; ResNet 48-96-192-384 (1 BasicBlock a "
                "stage, ~2.9 M parameters), 64 px, 256-d embeddings. A second CPU architecture, for "
                "cross-architecture evaluation of distilled sets.",
                ResNetConfig(channels=(48, 96, 192, 384), blocks=(1, 1, 1, 1), stem_stride=4, last_stride=1,
-                            embed_dim=256), 64, 256),
+                            embed_dim=256, norm="group"), 64, 256),
         Preset("gpu-base",
                "frozen MiniLM-L6 text encoder + 2-layer projection; ResNet 64-128-256-512 "
                "(2 BasicBlocks a stage, ~11 M parameters), 128 px, 512-d embeddings. For a GPU.",
-               ResNetConfig(channels=(64, 128, 256, 512), blocks=(2, 2, 2, 2), embed_dim=512), 128, 512),
+               ResNetConfig(channels=(64, 128, 256, 512), blocks=(2, 2, 2, 2), embed_dim=512, norm="group"), 128, 512),
     )
 }
 DEFAULT_PRESET = "cpu-small"
