@@ -23,7 +23,7 @@ from .memory import peak_memory
 from .report import markdown_table, write_results
 
 BASELINES = ("random", "mtt-vl", "lors")
-COLUMNS = ["dataset", "eta", "M", "method", "arch", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
+COLUMNS = ["dataset", "eta", "M", "method", "iterations", "arch", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
            "mean_recall", "mean_recall_std", "sec_per_it", "eval_seconds"]
 
 
@@ -41,6 +41,7 @@ class DistillBenchConfig:
     flickr8k_path: str = "../shared/data/flickr8k"
     memory_steps: list = field(default_factory=lambda: [4, 16])
     runs_dir: str = ""           # "": a temporary folder, removed at the end
+    merge: bool = False          # keep the rows of cases (data set, η, M) this run does not measure
     out_dir: str = "docs/benchmarks"
     seed: int = 0
 
@@ -91,7 +92,8 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
             sec[r["method"]] = DistilledSet.load(p).meta.get("seconds", np.nan) / max(iterations, 1)
     out = []
     for r in table["rows"]:
-        row = {"dataset": dataset, "eta": eta, "M": m if not r["method"].startswith("expert") else None, **r}
+        row = {"dataset": dataset, "eta": eta, "M": m if not r["method"].startswith("expert") else None, **r,
+               "iterations": iterations if r["method"] not in ("random", "expert-plain", "expert-dtcl") else None}
         row["sec_per_it"] = sec.get(r["method"])
         row["eval_seconds"] = row.pop("seconds", None)
         out.append(row)
@@ -118,17 +120,41 @@ def summarise(rows: list) -> list:
     return lines
 
 
+def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
+    """(rows, memory, configs): this run's, plus an earlier run's rows in out_dir for the cases
+    (data set, η, M) and memory rows this run did not measure."""
+    import json
+    path = os.path.join(cfg.out_dir, "distill.json")
+    if not os.path.exists(path):
+        return rows, memory, []
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    with open(os.path.join(cfg.out_dir, "distill.config.json"), encoding="utf-8") as f:
+        old_cfg = json.load(f)["config"]
+    mine = {(r["dataset"], r["eta"]) for r in rows if r["M"] is None}     # expert rows measured again
+    cases = {(r["dataset"], r["eta"], r["M"]) for r in rows if r["M"] is not None}
+    kept = [r for r in old if r["dataset"] != "memory" and (r["dataset"], r["eta"], r["M"]) not in cases
+            and not (r["M"] is None and (r["dataset"], r["eta"]) in mine)]
+    old_memory = [r for r in old if r["dataset"] == "memory"]
+    earlier = [c for c in old_cfg.get("runs", [old_cfg]) if c != dataclasses.asdict(cfg)]  # partial writes of this run
+    return kept + rows, memory or old_memory, earlier
+
+
 def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> tuple:
+    earlier = []
+    if cfg.merge:
+        rows, memory, earlier = merge_previous(cfg, rows, memory)
     summary = summarise(rows)
     md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
-          f"{cfg.iterations} distillation iterations per distilled method; students: {cfg.student_steps} steps from "
+          f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
           f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
           f"through FAISS. Expert rows: the experts trained on all the noisy pairs (upper bounds). "
           f"sec_per_it: seconds per distillation iteration.\n\n" + markdown_table(rows, COLUMNS) +
           ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
            markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
           "\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nWhole benchmark: {minutes:.1f} min.\n")
-    return summary, write_results(cfg.out_dir, "distill", rows + memory, dataclasses.asdict(cfg), md)
+    config = {"runs": earlier + [dataclasses.asdict(cfg)]} if cfg.merge else dataclasses.asdict(cfg)
+    return summary, write_results(cfg.out_dir, "distill", rows + memory, config, md)
 
 
 def run(cfg: DistillBenchConfig, log=print) -> tuple:

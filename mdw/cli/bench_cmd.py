@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
     s.add_argument("--runs", default="", help="keep the bench's run folders here (default: a temp folder)")
     s.add_argument("--out", default=None)
     s.add_argument("--threads", type=int, default=0)
+    s.add_argument("--merge", action="store_true", help="keep earlier rows in --out of cases this run does not measure")
     s.add_argument("--memory-steps", default=None, help="syn_steps for the memory rows (default 4,16; '' skips them)")
     s.set_defaults(func=run_distill)
     query_cmd.add_bench_parser(bsub)
@@ -75,6 +76,7 @@ def run_distill(args) -> int:
     cfg.ms = {ds.split(":")[0].strip(): [int(m) for m in ds.split(":")[1].split(",")]
               for ds in args.datasets.split(";") if ds.strip()}
     cfg.etas = [float(x) for x in args.etas.split(",")]
+    cfg.merge = args.merge
     if args.memory_steps is not None:
         cfg.memory_steps = [int(x) for x in args.memory_steps.split(",") if x.strip()]
     for name, value in (("methods", args.methods and [m.strip() for m in args.methods.split(",")]),

@@ -82,8 +82,8 @@ def _group_norms(student: Student, vec: torch.Tensor) -> torch.Tensor:
 def calibrate_alpha(student: Student, syn: DistilledSet, trajectories: list, cfg: DistillConfig,
                     rng: np.random.Generator, samples: int = 3) -> None:
     """Start α per group at the step size that brings N student steps closest to the expert's K-epoch
-    move (ours): experts train with Adam, whose steps are not lr·gradient, so their lr is a poor
-    start for SGD students."""
+    move (ours): an expert's epoch is many momentum (or Adam) steps on other data, so its lr is a
+    poor start for N plain SGD steps on M pairs."""
     ratios = []
     for _ in range(samples):
         traj = trajectories[int(rng.integers(len(trajectories)))]

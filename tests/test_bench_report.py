@@ -1,0 +1,35 @@
+"""Benchmark tables: rows from separate bench runs merge by case, never silently duplicated or lost."""
+import json
+
+from mdw.bench import distill as bench
+
+
+def _row(ds, eta, m, method, recall):
+    return {"dataset": ds, "eta": eta, "M": m, "method": method, "arch": "cpu-small", "mean_recall": recall}
+
+
+def test_distill_bench_merge_keeps_other_cases_and_replaces_remeasured_ones(tmp_path):
+    cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [20]}, merge=True)
+    first = [_row("scenes", 0.4, 20, "random", 4.0), _row("scenes", 0.4, 20, "mdw", 10.0),
+             _row("scenes", 0.4, None, "expert-dtcl", 40.0)]
+    memory = [{"dataset": "memory", "eta": None, "M": 50, "method": "matching-adjoint", "peak_mib": 1500.0}]
+    bench.write(cfg, first, memory, 1.0)
+    bench.write(cfg, first, memory, 1.0)           # a partial write of the same run: no duplicate config
+    second_cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [50]}, merge=True, iterations=60)
+    second = [_row("scenes", 0.4, 50, "random", 5.0), _row("scenes", 0.4, 50, "mdw", 11.0),
+              _row("scenes", 0.4, None, "expert-dtcl", 41.0)]
+    summary, paths = bench.write(second_cfg, second, [], 2.0)
+    rows = json.loads(open(paths[0]).read())
+    cases = sorted((r["dataset"], r["eta"], r["M"] or 0, r["method"]) for r in rows)
+    assert cases == [("memory", None, 50, "matching-adjoint"), ("scenes", 0.4, 0, "expert-dtcl"),
+                     ("scenes", 0.4, 20, "mdw"), ("scenes", 0.4, 20, "random"),
+                     ("scenes", 0.4, 50, "mdw"), ("scenes", 0.4, 50, "random")]
+    assert [r["mean_recall"] for r in rows if r["method"] == "expert-dtcl"] == [41.0]   # the newer measurement
+    runs = json.loads(open(paths[1]).read())["config"]["runs"]
+    assert [r["ms"] for r in runs] == [{"scenes": [20]}, {"scenes": [50]}]
+    assert len(summary) == 2 and "M=20" in summary[0] and "2.50×" in summary[0] and "M=50" in summary[1]
+    # a re-run of M = 20 replaces its rows, keeps M = 50
+    bench.write(cfg, [_row("scenes", 0.4, 20, "random", 3.0), _row("scenes", 0.4, 20, "mdw", 9.0)], [], 1.0)
+    rows = json.loads(open(paths[0]).read())
+    assert sorted((r["M"], r["mean_recall"]) for r in rows if r["method"] == "mdw") == [(20, 9.0), (50, 11.0)]
+    assert [r["mean_recall"] for r in rows if r["method"] == "expert-dtcl"] == [41.0]   # not measured: kept
