@@ -22,19 +22,15 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from app.server import free_port, start_app, stop_app  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-APP_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
 TARGET_S = 2.0
 TIMEOUT_MS = int(os.environ.get("BENCH_APP_TIMEOUT_MS", "120000"))
 
@@ -149,39 +145,6 @@ def run_facts(run_dir: str) -> dict:
     return {"dataset": data.get("source"), "eta": data.get("eta"), "pairs": pairs}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(runs: str, port: int, log_path: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=REPO, **APP_ENV)
-    python = os.path.join(REPO, ".venv", "bin", "python")
-    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the app
-    proc = subprocess.Popen([python if os.path.exists(python) else sys.executable, "-m", "app", "--runs", runs,
-                             "--port", str(port), "--no-demo"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    end = time.time() + 120
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"the app exited ({proc.returncode}); see {log_path}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-                return proc
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.3)
-    stop_app(proc)
-    raise SystemExit(f"the app did not answer on port {port} within 120 s; see {log_path}")
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 def wait_idle(page, settle_ms: int = 500) -> None:
@@ -319,7 +282,7 @@ def main(argv=None) -> None:
     port = args.port or free_port()
     log_path = os.path.join(tempfile.gettempdir(), f"bench_app-{port}.log")
     print(f"app on port {port} (log {log_path}), run {run_id}: {facts}", flush=True)
-    proc = start_app(runs, port, log_path)
+    proc = start_app(runs, port, log_path=log_path)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS, headless=True)

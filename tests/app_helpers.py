@@ -6,14 +6,11 @@ import atexit
 import functools
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 
 from helpers import TINY_RUN
+
+from app.server import free_port, start_app, stop_app  # noqa: F401 - the tests import them from here
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,41 +54,3 @@ def copy_runs(dest: str) -> tuple:
     return runs, run_id
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 90.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
-
-
-def start_app(runs: str, port: int, *extra) -> subprocess.Popen:
-    """`python -m app` serving `runs` on 127.0.0.1:port, as a subprocess (answering when returned)."""
-    env = dict(os.environ, PYTHONPATH=REPO, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--runs", runs, "--port", str(port), "--no-demo", *extra],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/")
-    except AssertionError:
-        stop_app(proc)
-        raise
-    return proc
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
