@@ -74,6 +74,7 @@ class ExpertConfig:
     optimizer: str = "sgd"       # sgd (MTT's buffer: SGD students can follow its moves) | adam
     lr: float = 0.03             # the optimizer's lr
     momentum: float = 0.9        # sgd only
+    grad_clip: float = 1.0       # clip each step's gradient norm (0: off); without it plain SGD experts at eta 0 stayed at log(B)
     weight_decay: float = 0.0
     warmup_epochs: int = 1       # DTCL: complementary loss alone for these epochs (ours)
     lambda_c: float = 1.0        # weight of the complementary loss next to the weighted InfoNCE

@@ -135,3 +135,17 @@ def test_adam_preconditioner_is_kept_with_the_buffer(scenes_noisy):
     n = v_hat.numel()
     assert torch.allclose(t.precond[-1][:n], 1 / (v_hat.sqrt() + 1e-8), rtol=1e-5)
     assert (torch.stack(t.precond) > 0).all()
+
+
+def test_gradient_clipping_bounds_every_expert_step(scenes_noisy):
+    cfg, pairs, test = scenes_noisy
+    clip, lr, mom = 1e-4, 0.03, 0.9
+    cfg = apply_overrides(cfg, ["experts.epochs=1", "experts.dtcl=false", f"experts.grad_clip={clip}",
+                                f"experts.lr={lr}", f"experts.momentum={mom}"])
+    res = train_experts(pairs, None, cfg.experts, cfg.model, 32, seed=0)
+    steps = -(-len(pairs) // cfg.experts.batch_size)
+    move = float((res.tracks[0].buffer[1] - res.tracks[0].buffer[0]).norm())
+    assert 0 < move <= steps * lr * clip / (1 - mom) * 1.001   # each step moves at most lr·clip/(1−momentum)
+    free = apply_overrides(cfg, ["experts.grad_clip=0"])
+    res = train_experts(pairs, None, free.experts, free.model, 32, seed=0)
+    assert float((res.tracks[0].buffer[1] - res.tracks[0].buffer[0]).norm()) > 10 * move

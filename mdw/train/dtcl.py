@@ -115,6 +115,8 @@ def train_one_epoch(t: Track, pairs: PairTensors, cfg: ExpertConfig, mode: str,
             loss = weighted_infonce(z, weights[idx].to(dev)) + cfg.lambda_c * complementary(z)
         t.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for _, p in model.trainable_parameters()], cfg.grad_clip)
         t.opt.step()
         total += loss.item()
         tick((b + 1) / len(starts))
