@@ -145,8 +145,6 @@ def run_facts(run_dir: str) -> dict:
     return {"dataset": data.get("source"), "eta": data.get("eta"), "pairs": pairs}
 
 
-
-
 def wait_idle(page, settle_ms: int = 500) -> None:
     """Until no Gradio event is pending for settle_ms."""
     page.evaluate(PAGE_JS)

@@ -93,7 +93,7 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
     out = []
     for r in table["rows"]:
         row = {"dataset": dataset, "eta": eta, "M": m if not r["method"].startswith("expert") else None, **r,
-               "iterations": iterations if r["method"] not in ("random", "expert-plain", "expert-dtcl") else None}
+               "iterations": iterations if r["method"] in sec else None}   # the distilled methods
         row["sec_per_it"] = sec.get(r["method"])
         row["eval_seconds"] = row.pop("seconds", None)
         out.append(row)

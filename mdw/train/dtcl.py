@@ -116,7 +116,7 @@ def train_one_epoch(t: Track, pairs: PairTensors, cfg: ExpertConfig, mode: str,
         t.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for _, p in model.trainable_parameters()], cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(t.opt.param_groups[0]["params"], cfg.grad_clip)
         t.opt.step()
         total += loss.item()
         tick((b + 1) / len(starts))
