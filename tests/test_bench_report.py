@@ -33,3 +33,12 @@ def test_distill_bench_merge_keeps_other_cases_and_replaces_remeasured_ones(tmp_
     rows = json.loads(open(paths[0]).read())
     assert sorted((r["M"], r["mean_recall"]) for r in rows if r["method"] == "mdw") == [(20, 9.0), (50, 11.0)]
     assert [r["mean_recall"] for r in rows if r["method"] == "expert-dtcl"] == [41.0]   # not measured: kept
+
+
+def test_distill_bench_passes_its_batch_sizes_to_the_runs():
+    cfg = bench.DistillBenchConfig(syn_batch=50, student_batch=100, iterations=7)
+    rc = bench.parent_config(cfg, "scenes", 0.4)
+    assert (rc.distill.syn_batch, rc.evaluate.batch_size, rc.distill.iterations) == (50, 100, 7)
+    assert rc.data.eta == 0.4 and not rc.heatmaps.enabled
+    rc = bench.parent_config(bench.DistillBenchConfig(syn_batch=0, student_batch=0), "flickr8k", 0.0)
+    assert (rc.distill.syn_batch, rc.evaluate.batch_size, rc.data.source) == (0, 0, "flickr8k")

@@ -35,6 +35,8 @@ class DistillBenchConfig:
     iterations: int = 200
     seeds: int = 3
     student_steps: int = 300
+    syn_batch: int = 50          # pairs per student step while matching (METHOD §4 minibatches b); M <= 50: all
+    student_batch: int = 100     # evaluation students' minibatch; M <= 100: all
     cross_arch: str = ""
     scenes: ScenesConfig = field(default_factory=lambda: ScenesConfig(n_train=1000, n_dev=100, n_test=300))
     epochs: dict = field(default_factory=lambda: {"scenes": 6, "flickr8k": 3})
@@ -56,9 +58,9 @@ def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfi
     rc.experts.epochs = cfg.epochs[dataset]
     rc.heatmaps.enabled = False
     rc.index.enabled = rc.projection.enabled = False   # the views are not what is measured here
-    rc.distill.iterations = cfg.iterations
+    rc.distill.iterations, rc.distill.syn_batch = cfg.iterations, cfg.syn_batch
     rc.evaluate = dataclasses.replace(rc.evaluate, methods=list(cfg.methods), seeds=cfg.seeds,
-                                      steps=cfg.student_steps, cross_arch=cfg.cross_arch)
+                                      steps=cfg.student_steps, batch_size=cfg.student_batch, cross_arch=cfg.cross_arch)
     return rc.validate()
 
 

@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     s.add_argument("--iterations", type=int, default=None, help="distillation iterations")
     s.add_argument("--seeds", type=int, default=None, help="student seeds")
     s.add_argument("--student-steps", type=int, default=None)
+    s.add_argument("--syn-batch", type=int, default=None, help="pairs per student step while matching (0: all M)")
+    s.add_argument("--student-batch", type=int, default=None, help="evaluation students' minibatch (0: all M)")
     s.add_argument("--cross-arch", default=None, help="a second student preset, e.g. cpu-wide")
     s.add_argument("--scenes-train", type=int, default=None)
     s.add_argument("--flickr8k", default=None, help="path of the Flickr8k folder")
@@ -79,6 +81,9 @@ def run_distill(args) -> int:
     cfg.merge = args.merge
     if args.memory_steps is not None:
         cfg.memory_steps = [int(x) for x in args.memory_steps.split(",") if x.strip()]
+    for name in ("syn_batch", "student_batch"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     for name, value in (("methods", args.methods and [m.strip() for m in args.methods.split(",")]),
                         ("iterations", args.iterations), ("seeds", args.seeds), ("student_steps", args.student_steps),
                         ("cross_arch", args.cross_arch), ("flickr8k_path", args.flickr8k), ("out_dir", args.out)):
