@@ -42,3 +42,34 @@ def test_distill_bench_passes_its_batch_sizes_to_the_runs():
     assert rc.data.eta == 0.4 and not rc.heatmaps.enabled
     rc = bench.parent_config(bench.DistillBenchConfig(syn_batch=0, student_batch=0), "flickr8k", 0.0)
     assert (rc.distill.syn_batch, rc.evaluate.batch_size, rc.data.source) == (0, 0, "flickr8k")
+
+
+def test_detection_bench_merge_keeps_the_other_data_sets(tmp_path):
+    from mdw.bench import detection
+    from mdw.bench.report import write_results
+    first = detection.DetectionBenchConfig(out_dir=str(tmp_path), datasets=["scenes"], merge=True)
+    rows = [{"dataset": "scenes", "eta": 0.4, "method": "dtcl", "auc": 0.98}]
+    summary = {"breaking_point": {"scenes": 0.6}}
+    write_results(str(tmp_path), "detection", rows, {"datasets": ["scenes"], "summary": summary}, "")
+    second = detection.DetectionBenchConfig(out_dir=str(tmp_path), datasets=["flickr8k"], merge=True)
+    new = [{"dataset": "flickr8k", "eta": 0.4, "method": "dtcl", "auc": 0.9},
+           {"dataset": "flickr8k", "eta": 0.0, "method": "dtcl", "auc": None}]
+    merged, config, summ = detection.merge_previous(second, new, {"datasets": ["flickr8k"]},
+                                                    {"breaking_point": {"flickr8k": 0.4}})
+    assert [(r["dataset"], r["auc"]) for r in merged] == [("scenes", 0.98), ("flickr8k", 0.9), ("flickr8k", None)]
+    assert summ == {"breaking_point": {"scenes": 0.6, "flickr8k": 0.4}}
+    assert set(config["runs"]) == {"scenes", "flickr8k"}
+    # re-measuring scenes replaces its rows
+    again, _, _ = detection.merge_previous(first, [{"dataset": "scenes", "eta": 0.4, "method": "dtcl", "auc": 0.97}],
+                                           {"datasets": ["scenes"]}, {"breaking_point": {"scenes": 0.5}})
+    assert [(r["dataset"], r["auc"]) for r in again] == [("scenes", 0.97)]
+
+
+def test_index_bench_tunes_each_index_to_the_target_recall():
+    from mdw.bench import index
+    cfg = index.IndexBenchConfig(queries=50, threads=1)
+    rows = index.bench_size(3000, cfg, log=lambda s: None)
+    by = {r["method"]: r for r in rows}
+    assert set(by) == {"exact", "ivf", "hnsw"} and by["exact"]["recall@10"] == 1.0
+    assert by["ivf"]["recall@10"] >= cfg.target_recall and by["hnsw"]["recall@10"] >= cfg.target_recall
+    assert all(r["n"] == 3000 and r["build_s"] >= 0 for r in rows)

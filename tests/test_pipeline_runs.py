@@ -2,7 +2,6 @@
 import json
 import time
 
-import pytest
 
 from mdw.config import RunConfig, apply_overrides
 from mdw.pipeline import stage_names

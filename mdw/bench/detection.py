@@ -17,7 +17,7 @@ from ..models.presets import build_model
 from ..train.data import build_tensors
 from ..train.dtcl import train_experts
 from ..train.gmm import LossGMM
-from .report import markdown_table, write_results
+from .report import markdown_table, read_previous, write_results
 
 
 @dataclass
@@ -121,15 +121,10 @@ def run(cfg: DetectionBenchConfig, log: Callable[[str], None] = _print) -> tuple
 def merge_previous(cfg: DetectionBenchConfig, rows: list, config: dict, summary: dict) -> tuple:
     """Keep the rows of other data sets from an earlier run in the same out_dir (each data set's
     config and summary are kept beside its rows)."""
-    import json
-    import os
-    path = os.path.join(cfg.out_dir, "detection.json")
-    if not os.path.exists(path):
+    previous = read_previous(cfg.out_dir, "detection")
+    if previous is None:
         return rows, config, summary
-    with open(path, encoding="utf-8") as f:
-        old_rows = [r for r in json.load(f) if r["dataset"] not in cfg.datasets]
-    with open(os.path.join(cfg.out_dir, "detection.config.json"), encoding="utf-8") as f:
-        old = json.load(f)["config"]
+    old_rows, old = [r for r in previous[0] if r["dataset"] not in cfg.datasets], previous[1]
     merged = {k: {**old.get("summary", {}).get(k, {}), **v} for k, v in summary.items()}
     earlier = old.get("runs") or {"+".join(old.get("datasets", [])): old}
     runs = {**earlier, "+".join(cfg.datasets): config}

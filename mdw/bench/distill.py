@@ -20,7 +20,7 @@ from ..pipeline import ensure_experts, run_pipeline
 from ..runs.context import run_in_context
 from ..runs.store import RunStore, read_json
 from .memory import peak_memory
-from .report import markdown_table, write_results
+from .report import markdown_table, read_previous, write_results
 
 BASELINES = ("random", "mtt-vl", "lors")
 COLUMNS = ["dataset", "eta", "M", "method", "iterations", "arch", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
@@ -125,14 +125,10 @@ def summarise(rows: list) -> list:
 def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
     """(rows, memory, configs): this run's, plus an earlier run's rows in out_dir for the cases
     (data set, η, M) and memory rows this run did not measure."""
-    import json
-    path = os.path.join(cfg.out_dir, "distill.json")
-    if not os.path.exists(path):
+    previous = read_previous(cfg.out_dir, "distill")
+    if previous is None:
         return rows, memory, []
-    with open(path, encoding="utf-8") as f:
-        old = json.load(f)
-    with open(os.path.join(cfg.out_dir, "distill.config.json"), encoding="utf-8") as f:
-        old_cfg = json.load(f)["config"]
+    old, old_cfg = previous
     mine = {(r["dataset"], r["eta"]) for r in rows if r["M"] is None}     # expert rows measured again
     cases = {(r["dataset"], r["eta"], r["M"]) for r in rows if r["M"] is not None}
     kept = [r for r in old if r["dataset"] != "memory" and (r["dataset"], r["eta"], r["M"]) not in cases

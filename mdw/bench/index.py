@@ -64,19 +64,19 @@ def structured(n: int, cfg: IndexBenchConfig, seed: int) -> np.ndarray:
     return out
 
 
-def _timed(fn):
+def _timed(fn, *args):
     t0 = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     return out, time.perf_counter() - t0
 
 
 def bench_size(n: int, cfg: IndexBenchConfig, log: Callable) -> list:
     base = {"dataset": cfg.dataset, "eta": None, "n": n, "dim": cfg.dim}
-    xb, gen_s = _timed(lambda: structured(n, cfg, cfg.seed + 1))
+    xb, gen_s = _timed(structured, n, cfg, cfg.seed + 1)
     xq = structured(cfg.queries, cfg, cfg.seed + 2)
     log(f"n={n}: vectors made in {gen_s:.1f} s")
-    exact, build_s = _timed(lambda: ann.exact_index(xb))
-    (_, exact_ids), query_s = _timed(lambda: ann.search(exact, xq, cfg.k))
+    exact, build_s = _timed(ann.exact_index, xb)
+    (_, exact_ids), query_s = _timed(ann.search, exact, xq, cfg.k)
     rows = [{**base, "method": "exact", "params": "IndexFlatIP", "build_s": build_s,
              "query_ms": 1000 * query_s / cfg.queries, "recall@10": 1.0}]
     log(f"  exact: build {build_s:.2f} s, {rows[-1]['query_ms']:.2f} ms/query")
@@ -84,10 +84,10 @@ def bench_size(n: int, cfg: IndexBenchConfig, log: Callable) -> list:
     kinds = ["ivf"] + (["hnsw"] if n <= cfg.hnsw_max_n else [])
     for kind in kinds:
         nlist = min(cfg.ivf_nlist_max, ann.default_nlist(n))
-        index, build_s = _timed(lambda: ann.approximate_index(xb, kind, cfg.hnsw_m, cfg.hnsw_ef_construction,
-                                                              nlist, cfg.seed))
-        (depth, _), tune_s = _timed(lambda: ann.tune_depth(index, exact_ids, xq, cfg.k, cfg.target_recall))
-        (_, ids), query_s = _timed(lambda: ann.search(index, xq, cfg.k))
+        index, build_s = _timed(ann.approximate_index, xb, kind, cfg.hnsw_m, cfg.hnsw_ef_construction,
+                                 nlist, cfg.seed)
+        (depth, _), tune_s = _timed(ann.tune_depth, index, exact_ids, xq, cfg.k, cfg.target_recall)
+        (_, ids), query_s = _timed(ann.search, index, xq, cfg.k)
         params = f"nlist={nlist}" if kind == "ivf" else f"M={cfg.hnsw_m}, efConstruction={cfg.hnsw_ef_construction}"
         rows.append({**base, "method": kind, "params": params, "depth": f"{ann.depth_name(index)}={depth}",
                      "build_s": build_s, "query_ms": 1000 * query_s / cfg.queries,

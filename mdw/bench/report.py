@@ -2,6 +2,7 @@
 table, with the config used recorded beside them."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -45,3 +46,14 @@ def write_results(out_dir: str, name: str, rows: list, config: dict, markdown: s
     atomic_write_json(paths[1], {"config": config, "environment": environment()})
     atomic_write_text(paths[2], markdown)
     return paths
+
+
+def read_previous(out_dir: str, name: str):
+    """(rows, config) that an earlier run wrote to out_dir/<name>.json and .config.json, or None."""
+    path = os.path.join(out_dir, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)
+    with open(os.path.join(out_dir, f"{name}.config.json"), encoding="utf-8") as f:
+        return rows, json.load(f)["config"]
