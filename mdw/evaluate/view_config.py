@@ -66,7 +66,9 @@ class ProjectionConfig:
         return self
 
 
-def _section(cfg, name: str, cls):
+def config_section(cfg, name: str, cls):
+    """cfg.<name> (a `cls`, another dataclass or a dict with its fields; cfg a RunConfig-like object or
+    a dict) as a validated `cls`; the defaults when cfg has no such section."""
     sec = getattr(cfg, name, None) if not isinstance(cfg, dict) else cfg.get(name)
     if dataclasses.is_dataclass(sec) and not isinstance(sec, cls):
         sec = dataclasses.asdict(sec)
@@ -80,9 +82,9 @@ def _section(cfg, name: str, cls):
 
 def index_config(cfg) -> IndexConfig:
     """cfg.index validated (the defaults when absent)."""
-    return _section(cfg, "index", IndexConfig)
+    return config_section(cfg, "index", IndexConfig)
 
 
 def projection_config(cfg) -> ProjectionConfig:
     """cfg.projection validated (the defaults when absent)."""
-    return _section(cfg, "projection", ProjectionConfig)
+    return config_section(cfg, "projection", ProjectionConfig)

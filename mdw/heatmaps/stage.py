@@ -7,29 +7,21 @@ expert), with one track's final expert (METHOD §7). Written to heatmaps/maps.np
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ..train.experts_io import load_expert, load_scores, scores_name
+from ..evaluate.view_config import config_section
 from .compute import CamOptions, word_maps
 from .config import HeatmapConfig
 from .store import append_items, pack
 
 
 def heatmap_config(cfg) -> HeatmapConfig:
-    """cfg.heatmaps (a HeatmapConfig, a dataclass or dict with its fields) validated; the defaults
-    when the RunConfig has no such field."""
-    hc = getattr(cfg, "heatmaps", None)
-    if dataclasses.is_dataclass(hc) and not isinstance(hc, HeatmapConfig):
-        hc = dataclasses.asdict(hc)
-    if isinstance(hc, dict):
-        hc = HeatmapConfig(**hc)
-    hc = hc if isinstance(hc, HeatmapConfig) else HeatmapConfig()
-    hc.validate()
-    return hc
+    """cfg.heatmaps validated (the defaults when absent)."""
+    return config_section(cfg, "heatmaps", HeatmapConfig)
 
 
 def select_trusted(consensus: np.ndarray, n_most: int, n_least: int) -> tuple[np.ndarray, np.ndarray]:
