@@ -44,7 +44,7 @@ def test_dtcl_separates_noisy_from_clean(scenes_noisy):
     # both tracks' clean probabilities are probabilities, consensus is their mean
     wa, wb, c = res.scores["wA"][-1], res.scores["wB"][-1], res.scores["consensus"][-1]
     assert 0 <= wa.min() and wa.max() <= 1 and np.allclose(c, (wa + wb) / 2)
-    assert [h["mode_A"] for h in res.history] == ["comp", "dtcl", "dtcl", "dtcl"]
+    assert [h["mode_A"] for h in res.history] == ["dtcl"] * 4   # the warm-up: the whole loss, w = 1
     # buffer: epoch 0 (initialisation) and after every epoch, per track
     for t in res.tracks:
         assert len(t.buffer) == 5 and t.buffer[0].shape == (t.model.num_trainable(),)
@@ -149,3 +149,18 @@ def test_gradient_clipping_bounds_every_expert_step(scenes_noisy):
     free = apply_overrides(cfg, ["experts.grad_clip=0"])
     res = train_experts(pairs, None, free.experts, free.model, 32, seed=0)
     assert float((res.tracks[0].buffer[1] - res.tracks[0].buffer[0]).norm()) > 10 * move
+
+
+def test_full_warmup_trusts_every_pair_and_moves_sgd_experts_further(scenes_noisy):
+    # L_comp's gradient at a near-uniform softmax is ~1/B of InfoNCE's: alone, it barely moves an SGD expert
+    cfg, pairs, test = scenes_noisy
+    moves, modes = {}, {}
+    for warm in ("comp", "full"):
+        c = apply_overrides(cfg, ["experts.epochs=2", "experts.warmup_epochs=1", f"experts.warmup_loss={warm}"])
+        res = train_experts(pairs, None, c.experts, c.model, 32, seed=0)
+        moves[warm] = float((res.tracks[0].buffer[1] - res.tracks[0].buffer[0]).norm())
+        modes[warm] = [h["mode_A"] for h in res.history]
+    assert modes == {"comp": ["comp", "dtcl"], "full": ["dtcl", "dtcl"]}
+    assert moves["full"] > 3 * moves["comp"] > 0
+    with pytest.raises(Exception, match="warmup_loss"):
+        small_cfg("experts.warmup_loss=plain")

@@ -4,7 +4,8 @@ Each epoch every track trains on the noisy pairs; then a no-grad pass gives each
 symmetric InfoNCE loss under each track, a two-component GMM per track turns losses into clean
 probabilities w, and the next epoch's track A trains on B's split (and B on A's):
     L = Σ w_n^partner InfoNCE_n / Σ w_n^partner + λ_c · L_comp
-The first `warmup_epochs` use the complementary loss L_comp alone. With `dtcl=False` the same
+The first `warmup_epochs` use the complementary loss L_comp alone (`warmup_loss="comp"`) or
+the whole loss with every pair trusted (w = 1, `"full"`). With `dtcl=False` the same
 loop trains one track with plain InfoNCE, so every baseline shares this code path.
 The trainable parameters of every track are kept after each epoch (the trajectory buffer, §3).
 """
@@ -158,8 +159,10 @@ def train_experts(pairs: PairTensors, test: Optional[RetrievalSplit], cfg: Exper
         for k, t in enumerate(tracks):
             if not cfg.dtcl:
                 mode, weights = "infonce", None
-            elif epoch < cfg.warmup_epochs:
+            elif epoch < cfg.warmup_epochs and cfg.warmup_loss == "comp":
                 mode, weights = "comp", None
+            elif epoch < cfg.warmup_epochs:                    # "full": every pair trusted
+                mode, weights = "dtcl", torch.ones(len(pairs))
             else:
                 mode, weights = "dtcl", torch.from_numpy(w[1 - k])
                 if cfg.weighting == "hard":
