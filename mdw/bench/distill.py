@@ -46,6 +46,7 @@ class DistillBenchConfig:
     merge: bool = False          # keep the rows of cases (data set, η, M) this run does not measure
     out_dir: str = "docs/benchmarks"
     seed: int = 0
+    note: str = ""               # recorded with this run's rows (e.g. which defaults changed since the others)
 
 
 def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfig:
@@ -138,11 +139,19 @@ def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
     return kept + rows, memory or old_memory, earlier
 
 
+def run_line(c: dict) -> str:
+    """One earlier or current bench run, as the table's provenance."""
+    cases = "; ".join(f"{ds} M={','.join(map(str, ms))}" for ds, ms in c["ms"].items())
+    extra = ", ".join(f"{k} {c[k]}" for k in ("syn_batch", "student_batch") if k in c)
+    return (f"{cases}, η {', '.join(map(str, c['etas']))}: {c['iterations']} iterations, {c['seeds']} seeds"
+            + (f", {extra}" if extra else "") + (f". {c['note']}" if c.get("note") else ""))
+
+
 def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> tuple:
     earlier = []
     if cfg.merge:
         rows, memory, earlier = merge_previous(cfg, rows, memory)
-    summary = summarise(rows)
+    summary, runs = summarise(rows), earlier + [dataclasses.asdict(cfg)]
     md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
           f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
           f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
@@ -150,8 +159,9 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
           f"sec_per_it: seconds per distillation iteration.\n\n" + markdown_table(rows, COLUMNS) +
           ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
            markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
-          "\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nWhole benchmark: {minutes:.1f} min.\n")
-    config = {"runs": earlier + [dataclasses.asdict(cfg)]} if cfg.merge else dataclasses.asdict(cfg)
+          "\n## Runs merged into this table\n\n" + "\n".join(f"- {run_line(c)}" for c in runs) +
+          "\n\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nWhole benchmark: {minutes:.1f} min.\n")
+    config = {"runs": runs} if cfg.merge else runs[0]
     return summary, write_results(cfg.out_dir, "distill", rows + memory, config, md)
 
 

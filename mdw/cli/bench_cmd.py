@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
     s.add_argument("--out", default=None)
     s.add_argument("--threads", type=int, default=0)
     s.add_argument("--merge", action="store_true", help="keep earlier rows in --out of cases this run does not measure")
+    s.add_argument("--note", default="", help="recorded with this run's rows in the table's provenance")
     s.add_argument("--memory-steps", default=None, help="syn_steps for the memory rows (default 4,16; '' skips them)")
     s.set_defaults(func=run_distill)
     query_cmd.add_bench_parser(bsub)
@@ -78,7 +79,7 @@ def run_distill(args) -> int:
     cfg.ms = {ds.split(":")[0].strip(): [int(m) for m in ds.split(":")[1].split(",")]
               for ds in args.datasets.split(";") if ds.strip()}
     cfg.etas = [float(x) for x in args.etas.split(",")]
-    cfg.merge = args.merge
+    cfg.merge, cfg.note = args.merge, args.note
     if args.memory_steps is not None:
         cfg.memory_steps = [int(x) for x in args.memory_steps.split(",") if x.strip()]
     for name in ("syn_batch", "student_batch"):
