@@ -160,7 +160,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
           ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
            markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
           "\n## Runs merged into this table\n\n" + "\n".join(f"- {run_line(c)}" for c in runs) +
-          "\n\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nWhole benchmark: {minutes:.1f} min.\n")
+          "\n\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nThe last run merged in took {minutes:.1f} min.\n")
     config = {"runs": runs} if cfg.merge else runs[0]
     return summary, write_results(cfg.out_dir, "distill", rows + memory, config, md)
 
