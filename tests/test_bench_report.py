@@ -77,3 +77,12 @@ def test_index_bench_tunes_each_index_to_the_target_recall():
     assert set(by) == {"exact", "ivf", "hnsw"} and by["exact"]["recall@10"] == 1.0
     assert by["ivf"]["recall@10"] >= cfg.target_recall and by["hnsw"]["recall@10"] >= cfg.target_recall
     assert all(r["n"] == 3000 and r["build_s"] >= 0 for r in rows)
+
+
+def test_expert_rows_appear_once_per_case_however_many_m():
+    rows = []
+    for m in (20, 100):
+        rows = bench.add_rows(rows, [_row("scenes", 0.0, m, "mdw", 7.0), _row("scenes", 0.0, None, "expert-dtcl", 47.0),
+                                     _row("scenes", 0.4, None, "expert-dtcl", 44.0)])
+    assert sorted((r["eta"], r["M"] or 0, r["method"]) for r in rows) == [
+        (0.0, 0, "expert-dtcl"), (0.0, 20, "mdw"), (0.0, 100, "mdw"), (0.4, 0, "expert-dtcl")]

@@ -103,6 +103,14 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
     return out
 
 
+def add_rows(rows: list, new: list) -> list:
+    """rows + new, where an expert row (M None: one per data set, η, method, architecture, shared by
+    every M of the case) replaces the one already there instead of repeating it."""
+    key = lambda r: (r["dataset"], r["eta"], r["method"], r.get("arch"))
+    again = {key(r) for r in new if r["M"] is None}
+    return [r for r in rows if not (r["M"] is None and key(r) in again)] + new
+
+
 def summarise(rows: list) -> list:
     """The targets of the issue, checked per (data set, η, M) on the main architecture."""
     lines = []
@@ -191,7 +199,7 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
                 new = rows_of(store, child, dataset, eta, m, cfg.iterations)
                 log(f"{dataset} η={eta} M={m}: {time.time() - t0:.0f} s; " +
                     ", ".join(f"{r['method']} {r['mean_recall']:.1f}" for r in new))
-                rows += new
+                rows = add_rows(rows, new)
                 write(cfg, rows, [], (time.time() - t_all) / 60)   # a partial table survives an interruption
     memory = []
     for n in cfg.memory_steps:
