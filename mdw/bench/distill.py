@@ -138,13 +138,12 @@ def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
     if previous is None:
         return rows, memory, []
     old, old_cfg = previous
-    mine = {(r["dataset"], r["eta"]) for r in rows if r["M"] is None}     # expert rows measured again
     cases = {(r["dataset"], r["eta"], r["M"]) for r in rows if r["M"] is not None}
-    kept = [r for r in old if r["dataset"] != "memory" and (r["dataset"], r["eta"], r["M"]) not in cases
-            and not (r["M"] is None and (r["dataset"], r["eta"]) in mine)]
+    kept = [r for r in old if r["dataset"] != "memory"
+            and (r["M"] is None or (r["dataset"], r["eta"], r["M"]) not in cases)]
     old_memory = [r for r in old if r["dataset"] == "memory"]
     earlier = [c for c in old_cfg.get("runs", [old_cfg]) if c != dataclasses.asdict(cfg)]  # partial writes of this run
-    return kept + rows, memory or old_memory, earlier
+    return add_rows(kept, rows), memory or old_memory, earlier   # expert rows measured again replace the old
 
 
 def run_line(c: dict) -> str:

@@ -12,7 +12,6 @@ import dataclasses
 import os
 from typing import Callable, Optional
 
-
 from ..config import DistillConfig, RunConfig
 from ..runs.store import atomic_write_json
 from ..train.data import PairTensors

@@ -12,8 +12,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..train.experts_io import load_expert, load_scores, scores_name
 from ..evaluate.view_config import config_section
+from ..train.experts_io import load_expert, load_scores, scores_name
 from .compute import CamOptions, word_maps
 from .config import HeatmapConfig
 from .store import append_items, pack
