@@ -115,14 +115,14 @@ class DistillConfig:
     loss: str = "soft"           # soft (contrastive vs row-normalised P̃) | wbce
     labels: str = "soft"         # soft: P̃ learned (MDW) | identity: hard labels | lowrank: LoRS-style
     rank: int = 4                # r of the low-rank labels
-    z_init: float = 0.0          # Z = ±a: P̃ starts near the identity; <= 0: a = log(9(M−1))
+    z_init: float = 3.0          # a: Z = +a on the diagonal, −a elsewhere (METHOD §4); <= 0: a = log(9(M−1))
     ceo: bool = True             # correspondence-enhanced pixel updates (§6)
     ceo_topk: int = 3
     ceo_floor: float = 0.2       # λ: no pixel is frozen
     ceo_refresh: int = 10        # R: masks recomputed every R iterations
     lr_images: float = 0.001     # Adam, pixels in [0, 1] (0.01 eroded the images: students fell below the start)
     lr_text: float = 0.0005      # Adam, g0 features
-    lr_z: float = 0.05           # Adam, P̃'s logits
+    lr_z: float = 0.2            # Adam, P̃'s logits (a = 3, lr 0.2: chosen on the dev split, docs/benchmarks/distill_sweep.md)
     lr_alpha: float = 0.01       # Adam, log step sizes
     alpha_init: str = "auto"     # auto: N steps cover the expert's K-epoch move | lr: the experts' lr
     precondition: bool = False   # True: students step along the experts' Adam scaling (ours; measured worse, off)
@@ -158,8 +158,8 @@ class EvalConfig:
     seeds: int = 3               # student seeds (mean ± std)
     steps: int = 300             # student optimiser steps
     batch_size: int = 0          # student minibatch; 0: all M pairs each step
-    optimizer: str = "adam"      # adam (lr below) for every method | alpha: distilled sets use their learned α (SGD)
-    lr: float = 1e-3
+    optimizer: str = "alpha"     # alpha: distilled sets train by SGD with their learned α (METHOD §8), coresets
+    lr: float = 1e-3             #   (no α) by Adam at this lr | adam: every method by Adam at this lr
     cross_arch: str = ""         # a second student preset (e.g. cpu-wide): cross-architecture rows
     baseline_iterations: int = 0  # distillation iterations of the distilled baselines; 0: distill.iterations
 

@@ -119,3 +119,7 @@ def test_learned_step_sizes_drive_sgd_per_group():
     opt = _optimizer(model, data, EvalConfig(optimizer="alpha"))
     assert isinstance(opt, torch.optim.SGD) and [g["lr"] for g in opt.param_groups] == pytest.approx([0.5, 0.05, 0.005])
     assert isinstance(_optimizer(model, data, EvalConfig(optimizer="adam")), torch.optim.Adam)
+    assert isinstance(_optimizer(model, data, EvalConfig()), torch.optim.SGD)   # METHOD §8: the learned α
+    data.alpha = None                                                           # a coreset has none
+    opt = _optimizer(model, data, EvalConfig())
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == EvalConfig().lr

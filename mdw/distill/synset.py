@@ -3,7 +3,8 @@
 Ṽ: M images in pixels (M, 3, S, S), float, initialised from real images in [0, 1].
 T̃: M text features in the frozen encoder's g0 space (M, g0_dim), initialised from captions.
 P̃ = sigmoid(Z) ∈ [0,1]^{M×M}, Z = +a on the diagonal and −a elsewhere, so P̃ starts near the identity
-(a = log(9(M−1)) by default: the row-normalised targets then put 0.9 on the diagonal; ours).
+(runs: a = 3, METHOD §4, so P̃ = 0.95 / 0.05 and Z sits where sigmoid still responds; a <= 0 here
+means a = log(9(M−1)): the row-normalised targets then keep 0.9 on the diagonal, a sharp start).
 Label modes: `soft` (Z learned, MDW), `identity` (P̃ = I, hard labels: MTT-VL-style and the "no P̃"
 ablation), `lowrank` (P̃ = sigmoid(Z₀ + U Vᵀ) with Z₀ fixed and U, V of rank r learned: LoRS-style).
 α: log step sizes, one per parameter group (here: the image tower, the text projection, the logit

@@ -4,7 +4,8 @@ table, eval/results.json (METHOD §8). The methods share one code path and one b
 
   random        M random training pairs as they are (noisy ones included), identity labels
   mtt-vl        distilled with plain experts, identity labels, no CEO, random init
-  lors          distilled with plain experts, low-rank learned labels, WBCE loss, no CEO, random init
+  lors          distilled with plain experts, low-rank learned labels, WBCE loss, no CEO, random init;
+                its fixed part Z₀ starts sharp (a = log(9(M−1)), LoRS's identity-like base)
   mdw           the run's own distilled set (the distill stage)
   mdw-no-dtcl   MDW with plain experts and random init
   mdw-no-p      MDW with identity labels
@@ -31,7 +32,7 @@ from .students import (evaluate_model, from_coreset, from_distilled, mean_std, r
 
 DISTILLED = {
     "mtt-vl": dict(experts="plain", labels="identity", ceo=False, init="random"),
-    "lors": dict(experts="plain", labels="lowrank", loss="wbce", ceo=False, init="random"),
+    "lors": dict(experts="plain", labels="lowrank", loss="wbce", ceo=False, init="random", z_init=0.0),
     "mdw-no-dtcl": dict(experts="plain", init="random"),
     "mdw-no-p": dict(labels="identity"),
     "mdw-no-ceo": dict(ceo=False),
