@@ -123,3 +123,40 @@ def test_learned_step_sizes_drive_sgd_per_group():
     data.alpha = None                                                           # a coreset has none
     opt = _optimizer(model, data, EvalConfig())
     assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == EvalConfig().lr
+
+
+def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
+    from mdw.bench import sweep
+    from mdw.errors import ConfigError
+    from mdw.evaluate.students import from_coreset, random_coreset
+    from mdw.pipeline import run_data
+    from mdw.train.data import build_tensors
+
+    store, run_id, cfg = tiny_run
+    run_dir = store.run_dir(run_id)
+    variants = sweep.read_variants('{"random": {"coreset": true},'
+                                   ' "fast-p": {"distill": {"lr_z": 0.5, "iterations": 2},'
+                                   ' "evals": {"alpha": {}, "adam": {"optimizer": "adam"}}}}')
+    out = sweep.SweepConfig(run_dir=run_dir, variants=variants, seeds=1, out_dir=str(tmp_path), merge=True)
+    rows, paths = sweep.run(out, log=lambda *a: None)
+    assert [(r["variant"], r["eval"]) for r in rows] == [("random", "default"), ("fast-p", "alpha"), ("fast-p", "adam")]
+    assert rows[0]["iterations"] is None and rows[1]["iterations"] == 2 and rows[1]["L_TM_start"] > 0
+    assert 0 < rows[1]["p_diag"] < 1 and rows[1]["L_TM_start"] == rows[2]["L_TM_start"]
+    # the coreset row is exactly a student scored on the dev split (not the test split)
+    ctx = type("C", (), {"run_dir": run_dir, "path": lambda self, *p: os.path.join(run_dir, *p)})()
+    pairs, dev = build_tensors(run_data(ctx, cfg), build_model(cfg.model, 32, seed=cfg.seed).text,
+                               cfg.resolved_cache_dir(), eval_split="dev")
+    data = from_coreset(pairs, random_coreset(len(pairs), cfg.distill.m, cfg.seed))
+    ev = dict(evaluate_model(train_student(data, cfg.model, 32, cfg.evaluate, 0), dev))
+    assert rows[0]["mean_recall"] == pytest.approx(ev["mean_recall"]) and len(dev.images) == 10
+    again = sweep.SweepConfig(run_dir=run_dir, variants={"random": {"coreset": True}}, seeds=1, out_dir=str(tmp_path),
+                              merge=True)
+    sweep.write(again, [dict(rows[0], mean_recall=1.0)])
+    kept = json.load(open(paths[0]))
+    assert sorted((r["variant"], r["eval"], r["mean_recall"] == 1.0) for r in kept) == [
+        ("fast-p", "adam", False), ("fast-p", "alpha", False), ("random", "default", True)]
+    assert run_dir not in open(paths[1]).read()                    # no machine path in the record
+    with pytest.raises(ConfigError, match="distill.lr_zz"):
+        sweep.read_variants('{"x": {"distill": {"lr_zz": 1}}}')
+    with pytest.raises(ConfigError, match="not JSON"):
+        sweep.read_variants("{oops")

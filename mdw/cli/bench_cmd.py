@@ -41,6 +41,16 @@ def add_parser(sub) -> None:
     s.add_argument("--note", default="", help="recorded with this run's rows in the table's provenance")
     s.add_argument("--memory-steps", default=None, help="syn_steps for the memory rows (default 4,16; '' skips them)")
     s.set_defaults(func=run_distill)
+    w = bsub.add_parser("sweep", help="distillation settings compared on the DEV split of one finished run")
+    w.add_argument("--run", required=True, help="a run folder with trained experts")
+    w.add_argument("--variants", required=True, help="JSON object or file: {name: {distill: {...}, evals: {...}}}")
+    w.add_argument("--seeds", type=int, default=3)
+    w.add_argument("--out", default="docs/benchmarks")
+    w.add_argument("--name", default="distill_sweep", help="output file stem")
+    w.add_argument("--threads", type=int, default=0)
+    w.add_argument("--merge", action="store_true", help="keep earlier rows in --out of variants not re-measured")
+    w.add_argument("--note", default="")
+    w.set_defaults(func=run_sweep)
     query_cmd.add_bench_parser(bsub)
 
 
@@ -96,4 +106,15 @@ def run_distill(args) -> int:
     _, summary, paths = distill.run(cfg)
     print(f"wrote {', '.join(paths)}")
     print("\n".join(summary))
+    return 0
+
+
+def run_sweep(args) -> int:
+    from ..bench import sweep
+
+    set_threads(args.threads)
+    cfg = sweep.SweepConfig(run_dir=args.run, variants=sweep.read_variants(args.variants), seeds=args.seeds,
+                            out_dir=args.out, name=args.name, merge=args.merge, note=args.note)
+    _, paths = sweep.run(cfg)
+    print(f"wrote {', '.join(paths)}")
     return 0

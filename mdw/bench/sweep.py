@@ -1,0 +1,131 @@
+"""`python -m mdw bench sweep`: choose distillation settings on the DEV split, never the test split.
+
+From one finished run's data and experts, each variant distills a set with its DistillConfig
+overrides (or takes a random coreset, or loads a saved set), then fresh students train on it under
+one or more EvalConfig overrides and are scored on the clean dev split, mean over seeds.
+Variants come from a JSON object {name: {"distill": {...}, "evals": {label: {...}}, "coreset": bool,
+"load": path}}. Writes <out>/<name>.{md,json,config.json}; rows carry the variant's overrides.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import EvalConfig, RunConfig
+from ..errors import ConfigError
+from ..runs.store import read_json
+from .report import markdown_table, read_previous, write_results
+
+COLUMNS = ["dataset", "eta", "M", "iterations", "variant", "eval", "mean_recall", "mean_recall_std", "IR@1", "TR@1",
+           "L_TM_start", "L_TM_end", "p_diag", "distill_seconds"]
+
+
+@dataclass
+class SweepConfig:
+    run_dir: str = ""
+    variants: dict = field(default_factory=dict)
+    seeds: int = 3
+    out_dir: str = "docs/benchmarks"
+    name: str = "distill_sweep"
+    merge: bool = False
+    note: str = ""
+
+
+def read_variants(text_or_path: str) -> dict:
+    """Variants from a JSON file or a JSON string; a clear error names what is wrong."""
+    text = open(text_or_path, encoding="utf-8").read() if os.path.isfile(text_or_path) else text_or_path
+    try:
+        variants = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"bench sweep --variants: not JSON ({e})") from None
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError("bench sweep --variants: expected a non-empty JSON object {name: {...}}")
+    known_d = {f.name for f in dataclasses.fields(RunConfig().distill)}
+    known_e = {f.name for f in dataclasses.fields(EvalConfig)}
+    for name, v in variants.items():
+        bad = set(v) - {"distill", "evals", "coreset", "load"}
+        bad |= {f"distill.{k}" for k in v.get("distill", {}) if k not in known_d}
+        bad |= {f"evals.{lab}.{k}" for lab, e in v.get("evals", {}).items() for k in e if k not in known_e}
+        if bad:
+            raise ConfigError(f"bench sweep variant {name!r}: unknown {', '.join(sorted(bad))}")
+    return variants
+
+
+def _row_base(cfg: RunConfig, dcfg, name: str, v: dict) -> dict:
+    return {"dataset": cfg.data.source, "eta": cfg.data.eta, "M": dcfg.m, "variant": name,
+            "iterations": None if v.get("coreset") or v.get("load") else dcfg.iterations,
+            "overrides": v.get("distill", {})}
+
+
+def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, seeds: int) -> list:
+    """The rows (one per evaluation setting) of one variant."""
+    from ..distill.stage import distill_from_run
+    from ..distill.synset import DistilledSet
+    from ..evaluate.students import (evaluate_model, from_coreset, from_distilled, mean_std, random_coreset,
+                                     train_student)
+
+    dcfg = dataclasses.replace(cfg.distill, snapshots=0, **v.get("distill", {}))
+    dcfg.validate()
+    losses, t0, syn = [], time.time(), None
+    if v.get("coreset"):
+        data = from_coreset(pairs, random_coreset(len(pairs), dcfg.m, cfg.seed))
+    else:
+        syn = DistilledSet.load(v["load"]) if v.get("load") else distill_from_run(
+            run_dir, pairs, cfg, dcfg, cfg.seed, on_iteration=lambda it, m: losses.append(m["L_TM"]))
+        data = from_distilled(syn, dcfg.loss)
+    base = _row_base(cfg, dcfg, name, v)
+    base["M"] = data.m
+    base.update(distill_seconds=time.time() - t0 if losses else None,
+                L_TM_start=losses[0] if losses else None, L_TM_end=float(np.mean(losses[-5:])) if losses else None,
+                p_diag=float((data.targets / data.targets.sum(1, keepdim=True)).diagonal().mean()) if syn else None)
+    rows = []
+    for label, over in (v.get("evals") or {"default": {}}).items():
+        ev = dataclasses.replace(cfg.evaluate, seeds=seeds, **over)
+        res = [evaluate_model(train_student(data, cfg.model, cfg.data.image_size, ev, s), dev) for s in range(seeds)]
+        rows.append({**base, "eval": label, "eval_overrides": over, **mean_std(res)})
+    return rows
+
+
+def run(cfg: SweepConfig, log=print) -> tuple:
+    from ..models.presets import build_model
+    from ..pipeline import run_data
+    from ..train.data import build_tensors
+
+    if not os.path.isfile(os.path.join(cfg.run_dir, "experts", "dtcl", "meta.json")) and \
+            not os.path.isfile(os.path.join(cfg.run_dir, "experts", "plain", "meta.json")):
+        raise ConfigError(f"bench sweep --run {cfg.run_dir}: no trained experts there (experts/<kind>/meta.json)")
+    rc = RunConfig.from_dict(read_json(os.path.join(cfg.run_dir, "config.json")))
+    ctx = type("RunDir", (), {"run_dir": cfg.run_dir, "path": lambda self, *p: os.path.join(cfg.run_dir, *p)})()
+    p = run_data(ctx, rc)
+    encoder = build_model(rc.model, rc.data.image_size, seed=rc.seed).text
+    pairs, dev = build_tensors(p, encoder, rc.resolved_cache_dir(), eval_split="dev")
+    rows = []
+    for name, v in cfg.variants.items():
+        new = sweep_variant(cfg.run_dir, rc, pairs, dev, name, v, cfg.seeds)
+        log("; ".join(f"{r['variant']} / {r['eval']}: {r['mean_recall']:.2f} ± {r['mean_recall_std']:.2f}" for r in new))
+        rows += new
+        write(cfg, rows)   # a partial table survives an interruption
+    return rows, write(cfg, rows)
+
+
+def write(cfg: SweepConfig, rows: list) -> tuple:
+    runs = [dict(dataclasses.asdict(cfg), run_dir=os.path.basename(os.path.normpath(cfg.run_dir)))]  # no machine path
+    if cfg.merge and (previous := read_previous(cfg.out_dir, cfg.name)):
+        old, old_cfg = previous
+        key = lambda r: (r["dataset"], r["eta"], r["M"], r["variant"], r["eval"])
+        mine = {key(r) for r in rows}
+        rows = [r for r in old if key(r) not in mine] + rows
+        runs = [c for c in old_cfg.get("runs", [old_cfg]) if c != runs[0]] + runs
+    flat = [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
+    md = ("# Distillation settings on the dev split (`python -m mdw bench sweep`)\n\n"
+          "Students from scratch on each variant's set, scored on the clean DEV split (never the test split), "
+          "mean over seeds. `eval`: the student protocol (alpha: SGD with the set's learned α; adam: Adam). "
+          "p_diag: the mean diagonal of the row-normalised P̃ at the end.\n\n"
+          + markdown_table(flat, COLUMNS + ["overrides"]) + "\n## Runs\n\n"
+          + "\n".join(f"- {c['run_dir']}: {c['seeds']} seeds. {c.get('note', '')}" for c in runs) + "\n")
+    return write_results(cfg.out_dir, cfg.name, flat, {"runs": runs}, md)
