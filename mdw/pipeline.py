@@ -39,12 +39,12 @@ def run_data(ctx, cfg: RunConfig, report=None) -> Prepared:
     return load_prepared(record, cfg.data, cfg.resolved_cache_dir(), report)
 
 
-def run_tensors(ctx, cfg: RunConfig, report=None) -> tuple:
-    """(Prepared, training PairTensors, clean test RetrievalSplit) of the run (cached features)."""
+def run_tensors(ctx, cfg: RunConfig, report=None, eval_split: str = "test") -> tuple:
+    """(Prepared, training PairTensors, clean `eval_split` RetrievalSplit) of the run (cached features)."""
     report = report or (lambda f, m="": None)
     p = run_data(ctx, cfg, lambda f, m="": report(0.3 * f, m))
     encoder = build_model(cfg.model, cfg.data.image_size, seed=cfg.seed).text
-    pairs, test = build_tensors(p, encoder, cfg.resolved_cache_dir(),
+    pairs, test = build_tensors(p, encoder, cfg.resolved_cache_dir(), eval_split=eval_split,
                                 progress=lambda f: report(0.3 + 0.7 * f, "text features"))
     return p, pairs, test
 

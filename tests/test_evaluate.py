@@ -145,7 +145,7 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     # the coreset row is exactly a student scored on the dev split (not the test split)
     ctx = type("C", (), {"run_dir": run_dir, "path": lambda self, *p: os.path.join(run_dir, *p)})()
     pairs, dev = build_tensors(run_data(ctx, cfg), build_model(cfg.model, 32, seed=cfg.seed).text,
-                               cfg.resolved_cache_dir(), eval_split="dev")
+                               cfg.resolved_cache_dir(), eval_split="dev")   # built here by hand, not via the sweep
     data = from_coreset(pairs, random_coreset(len(pairs), cfg.distill.m, cfg.seed))
     ev = dict(evaluate_model(train_student(data, cfg.model, 32, cfg.evaluate, 0), dev))
     assert rows[0]["mean_recall"] == pytest.approx(ev["mean_recall"]) and len(dev.images) == 10

@@ -18,7 +18,6 @@ import numpy as np
 
 from ..config import EvalConfig, RunConfig
 from ..errors import ConfigError
-from ..runs.store import read_json
 from .report import markdown_table, read_previous, write_results
 
 COLUMNS = ["dataset", "eta", "M", "iterations", "variant", "eval", "mean_recall", "mean_recall_std", "IR@1", "TR@1",
@@ -92,18 +91,17 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
 
 
 def run(cfg: SweepConfig, log=print) -> tuple:
-    from ..models.presets import build_model
-    from ..pipeline import run_data
-    from ..train.data import build_tensors
+    from ..pipeline import run_tensors
+    from ..runs.context import RunContext
+    from ..runs.store import RunStore
 
     if not os.path.isfile(os.path.join(cfg.run_dir, "experts", "dtcl", "meta.json")) and \
             not os.path.isfile(os.path.join(cfg.run_dir, "experts", "plain", "meta.json")):
         raise ConfigError(f"bench sweep --run {cfg.run_dir}: no trained experts there (experts/<kind>/meta.json)")
-    rc = RunConfig.from_dict(read_json(os.path.join(cfg.run_dir, "config.json")))
-    ctx = type("RunDir", (), {"run_dir": cfg.run_dir, "path": lambda self, *p: os.path.join(cfg.run_dir, *p)})()
-    p = run_data(ctx, rc)
-    encoder = build_model(rc.model, rc.data.image_size, seed=rc.seed).text
-    pairs, dev = build_tensors(p, encoder, rc.resolved_cache_dir(), eval_split="dev")
+    run_dir = os.path.normpath(os.path.abspath(cfg.run_dir))
+    ctx = RunContext(RunStore(os.path.dirname(run_dir)), os.path.basename(run_dir))
+    rc = RunConfig.from_dict(ctx.config)
+    _, pairs, dev = run_tensors(ctx, rc, eval_split="dev")
     rows = []
     for name, v in cfg.variants.items():
         new = sweep_variant(cfg.run_dir, rc, pairs, dev, name, v, cfg.seeds)
