@@ -55,12 +55,6 @@ def read_variants(text_or_path: str) -> dict:
     return variants
 
 
-def _row_base(cfg: RunConfig, dcfg, name: str, v: dict) -> dict:
-    return {"dataset": cfg.data.source, "eta": cfg.data.eta, "M": dcfg.m, "variant": name,
-            "iterations": None if v.get("coreset") or v.get("load") else dcfg.iterations,
-            "overrides": v.get("distill", {})}
-
-
 def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, seeds: int) -> list:
     """The rows (one per evaluation setting) of one variant."""
     from ..distill.stage import distill_from_run
@@ -77,9 +71,9 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
         syn = DistilledSet.load(v["load"]) if v.get("load") else distill_from_run(
             run_dir, pairs, cfg, dcfg, cfg.seed, on_iteration=lambda it, m: losses.append(m["L_TM"]))
         data = from_distilled(syn, dcfg.loss)
-    base = _row_base(cfg, dcfg, name, v)
-    base["M"] = data.m
-    base.update(distill_seconds=time.time() - t0 if losses else None,
+    base = dict(dataset=cfg.data.source, eta=cfg.data.eta, M=data.m, variant=name,
+                iterations=dcfg.iterations if losses else None, overrides=v.get("distill", {}),
+                distill_seconds=time.time() - t0 if losses else None,
                 L_TM_start=losses[0] if losses else None, L_TM_end=float(np.mean(losses[-5:])) if losses else None,
                 p_diag=float((data.targets / data.targets.sum(1, keepdim=True)).diagonal().mean()) if syn else None)
     rows = []
@@ -91,20 +85,20 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
 
 
 def run(cfg: SweepConfig, log=print) -> tuple:
+    from ..distill.stage import experts_available
     from ..pipeline import run_tensors
     from ..runs.context import RunContext
     from ..runs.store import RunStore
 
-    if not os.path.isfile(os.path.join(cfg.run_dir, "experts", "dtcl", "meta.json")) and \
-            not os.path.isfile(os.path.join(cfg.run_dir, "experts", "plain", "meta.json")):
-        raise ConfigError(f"bench sweep --run {cfg.run_dir}: no trained experts there (experts/<kind>/meta.json)")
     run_dir = os.path.normpath(os.path.abspath(cfg.run_dir))
+    if not any(experts_available(run_dir, kind) for kind in ("dtcl", "plain")):
+        raise ConfigError(f"bench sweep --run {cfg.run_dir}: no trained experts there (experts/<kind>/meta.json)")
     ctx = RunContext(RunStore(os.path.dirname(run_dir)), os.path.basename(run_dir))
     rc = RunConfig.from_dict(ctx.config)
     _, pairs, dev = run_tensors(ctx, rc, eval_split="dev")
     rows = []
     for name, v in cfg.variants.items():
-        new = sweep_variant(cfg.run_dir, rc, pairs, dev, name, v, cfg.seeds)
+        new = sweep_variant(run_dir, rc, pairs, dev, name, v, cfg.seeds)
         log("; ".join(f"{r['variant']} / {r['eval']}: {r['mean_recall']:.2f} ± {r['mean_recall_std']:.2f}" for r in new))
         rows += new
         write(cfg, rows)   # a partial table survives an interruption
