@@ -48,6 +48,32 @@ def test_distill_bench_passes_its_batch_sizes_to_the_runs():
     assert (rc.distill.syn_batch, rc.evaluate.batch_size, rc.data.source) == (0, 0, "flickr8k")
 
 
+def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
+    import dataclasses
+    import os
+
+    from mdw.runs.store import RunStore
+
+    store = RunStore(str(tmp_path))
+    rc = bench.parent_config(bench.DistillBenchConfig(iterations=7), "scenes", 0.4)
+    parent = store.create(rc.to_dict(), name=rc.name)
+    assert bench.finished_run(store, rc.to_dict(), bench.EXPERT_KEYS, ["experts"]) == ""   # not finished
+    store.write_status(parent, state="done", stages_done=["data", "experts"])
+    # a changed distillation setting keeps the experts; a changed expert setting does not
+    other = dataclasses.replace(rc, distill=dataclasses.replace(rc.distill, alpha_init="lr"))
+    assert bench.finished_run(store, other.to_dict(), bench.EXPERT_KEYS, ["experts"]) == parent
+    epochs = dataclasses.replace(rc, experts=dataclasses.replace(rc.experts, epochs=2))
+    assert bench.finished_run(store, epochs.to_dict(), bench.EXPERT_KEYS, ["experts"]) == ""
+    plain = lambda d: os.path.isfile(os.path.join(d, "experts", "plain", "meta.json"))
+    assert bench.finished_run(store, rc.to_dict(), bench.EXPERT_KEYS, ["experts"], plain) == ""
+    # a finished case is reused only under its whole config (here: M and the α start)
+    child = store.create(bench.child_config(rc, 20).to_dict())
+    store.write_status(child, state="done", stages_done=["data", "experts", "distill", "evaluate"])
+    assert bench.finished_run(store, bench.child_config(rc, 20).to_dict(), need=["evaluate"]) == child
+    assert bench.finished_run(store, bench.child_config(rc, 50).to_dict(), need=["evaluate"]) == ""
+    assert bench.finished_run(store, bench.child_config(other, 20).to_dict(), need=["evaluate"]) == ""
+
+
 def test_detection_bench_merge_keeps_the_other_data_sets(tmp_path):
     from mdw.bench import detection
     from mdw.bench.report import write_results

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import EVAL_METHODS, RunConfig, ScenesConfig
+from ..distill.stage import experts_available
 from ..pipeline import ensure_experts, run_pipeline
 from ..runs.context import run_in_context
 from ..runs.store import RunStore, read_json
@@ -74,9 +75,34 @@ def _same_fs(a: str, b: str) -> bool:
     return os.stat(a).st_dev == os.stat(os.path.dirname(b)).st_dev
 
 
+EXPERT_KEYS = ("seed", "data", "model", "experts")   # what a parent run's experts depend on
+
+
+def finished_run(store: RunStore, config: dict, keys=None, need=(), has=lambda run_dir: True) -> str:
+    """The newest finished run in the store whose config equals `config` (on `keys`, or whole but for
+    the cache folder), which holds the stages in `need` and passes `has`; "" if none. Lets a bench
+    rerun with the same --runs folder skip what is already measured."""
+    keys = keys or [k for k in config if k != "cache_dir"]
+    for r in store.list_runs():
+        if (r.get("state") != "done" or not set(need) <= set(r.get("stages_done") or [])
+                or not has(store.run_dir(r["id"]))):
+            continue
+        try:
+            old = store.read_config(r["id"])
+        except (OSError, ValueError):
+            continue
+        if all(old.get(k) == config.get(k) for k in keys):
+            return r["id"]
+    return ""
+
+
+def child_config(rc: RunConfig, m: int) -> RunConfig:
+    return dataclasses.replace(rc, name=f"{rc.name}-M{m}", distill=dataclasses.replace(rc.distill, m=m))
+
+
 def child_run(store: RunStore, parent: str, rc: RunConfig, m: int) -> str:
     """A run with distill.m = m that starts from the parent's data and experts."""
-    rc = dataclasses.replace(rc, name=f"{rc.name}-M{m}", distill=dataclasses.replace(rc.distill, m=m))
+    rc = child_config(rc, m)
     run_id = store.create(rc.to_dict(), name=rc.name)
     for part in ("data", "experts", "dtcl"):
         _link_tree(os.path.join(store.run_dir(parent), part), os.path.join(store.run_dir(run_id), part))
@@ -172,6 +198,13 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
     return summary, write_results(cfg.out_dir, "distill", rows + memory, config, md)
 
 
+def parent_stages(ctx, rc: RunConfig, plain: bool) -> None:
+    """The parent run: data, DTCL experts, and the plain experts where a method needs them."""
+    run_pipeline(ctx, show_bars=False, until="experts")
+    if plain:
+        ensure_experts(ctx, rc, "plain", lambda f, msg="": None)
+
+
 def run(cfg: DistillBenchConfig, log=print) -> tuple:
     t_all = time.time()
     root = cfg.runs_dir or tempfile.mkdtemp(prefix="mdw-bench-distill-")
@@ -180,21 +213,26 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
     for dataset, ms in cfg.ms.items():
         for eta in cfg.etas:
             rc = parent_config(cfg, dataset, eta)
-            parent = store.create(rc.to_dict(), name=rc.name)
-
-            def experts(ctx, rc=rc):
-                run_pipeline(ctx, show_bars=False, until="experts")
-                if any(m in cfg.methods for m in ("mtt-vl", "lors", "mdw-no-dtcl", "expert-plain")):
-                    ensure_experts(ctx, rc, "plain", lambda f, msg="": None)
-            t0 = time.time()
-            if run_in_context(store, parent, experts) != 0:
-                raise RuntimeError(f"{dataset} η={eta}: {store.read_status(parent)['error']}")
-            log(f"{dataset} η={eta}: experts in {time.time() - t0:.0f} s")
-            for m in ms:
-                child = child_run(store, parent, rc, m)
+            plain = any(m in cfg.methods for m in ("mtt-vl", "lors", "mdw-no-dtcl", "expert-plain"))
+            parent = finished_run(store, rc.to_dict(), EXPERT_KEYS, ["experts"],
+                                  lambda d: not plain or experts_available(d, "plain"))
+            if parent:
+                log(f"{dataset} η={eta}: experts reused from {parent}")
+            else:
+                parent = store.create(rc.to_dict(), name=rc.name)
                 t0 = time.time()
-                if run_in_context(store, child, lambda ctx: run_pipeline(ctx, show_bars=False)) != 0:
-                    raise RuntimeError(f"{dataset} η={eta} M={m}: {store.read_status(child)['error']}")
+                if run_in_context(store, parent, lambda ctx, rc=rc: parent_stages(ctx, rc, plain)) != 0:
+                    raise RuntimeError(f"{dataset} η={eta}: {store.read_status(parent)['error']}")
+                log(f"{dataset} η={eta}: experts in {time.time() - t0:.0f} s")
+            for m in ms:
+                t0 = time.time()
+                child = finished_run(store, child_config(rc, m).to_dict(), need=["evaluate"])
+                if child:
+                    log(f"{dataset} η={eta} M={m}: reused {child}")
+                else:
+                    child = child_run(store, parent, rc, m)
+                    if run_in_context(store, child, lambda ctx: run_pipeline(ctx, show_bars=False)) != 0:
+                        raise RuntimeError(f"{dataset} η={eta} M={m}: {store.read_status(child)['error']}")
                 new = rows_of(store, child, dataset, eta, m, cfg.iterations)
                 log(f"{dataset} η={eta} M={m}: {time.time() - t0:.0f} s; " +
                     ", ".join(f"{r['method']} {r['mean_recall']:.1f}" for r in new))
