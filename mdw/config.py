@@ -124,7 +124,7 @@ class DistillConfig:
     lr_text: float = 0.0005      # Adam, g0 features
     lr_z: float = 0.2            # Adam, P̃'s logits (a = 3, lr 0.2: chosen on the dev split, docs/benchmarks/distill_sweep.md)
     lr_alpha: float = 0.01       # Adam, log step sizes
-    alpha_init: str = "auto"     # auto: N steps cover the expert's K-epoch move | lr: the experts' lr
+    alpha_init: str = "lr"       # lr: the experts' lr (METHOD §4) | auto: N steps cover the expert's K-epoch move (ours)
     precondition: bool = False   # True: students step along the experts' Adam scaling (ours; measured worse, off)
     init: str = "clean"          # clean: start from pairs DTCL trusts | random
     snapshots: int = 10          # snapshots of (Ṽ, T̃, P̃) kept, evenly spaced (plus the start and end)

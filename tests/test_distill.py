@@ -43,6 +43,20 @@ def test_short_distillation_lowers_the_matching_loss(trained):
     assert 0 <= p.min() and p.max() <= 1 and p.diagonal().mean() > 0.8
 
 
+def test_step_sizes_start_at_the_experts_lr_unless_calibrated(trained):
+    import dataclasses
+    cfg, pairs, res = trained
+    traj = [torch.stack(res.tracks[0].buffer)]
+    starts = {}
+    for mode in ("lr", "auto"):
+        syn = init_distilled(pairs, res.scores["consensus"][-1], cfg.distill, cfg.experts.lr, seed=0)
+        distill(syn, traj, cfg.model, 32, dataclasses.replace(cfg.distill, iterations=0, alpha_init=mode), seed=0)
+        starts[mode] = syn.alpha()
+    assert RunConfig().distill.alpha_init == "lr"                     # METHOD §4: α starts at the experts' lr
+    assert torch.allclose(starts["lr"], torch.full_like(starts["lr"], cfg.experts.lr))
+    assert (starts["auto"] > 0).all() and not torch.allclose(starts["auto"], starts["lr"])
+
+
 def test_ceo_mask_shape_range_and_gradient_scaling(trained):
     cfg, pairs, res = trained
     syn = init_distilled(pairs, res.scores["consensus"][-1], cfg.distill, cfg.experts.lr, seed=1)
