@@ -60,7 +60,7 @@ def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
     assert bench.finished_run(store, rc.to_dict(), bench.EXPERT_KEYS, ["experts"]) == ""   # not finished
     store.write_status(parent, state="done", stages_done=["data", "experts"])
     # a changed distillation setting keeps the experts; a changed expert setting does not
-    other = dataclasses.replace(rc, distill=dataclasses.replace(rc.distill, alpha_init="lr"))
+    other = dataclasses.replace(rc, distill=dataclasses.replace(rc.distill, alpha_init="auto"))
     assert bench.finished_run(store, other.to_dict(), bench.EXPERT_KEYS, ["experts"]) == parent
     epochs = dataclasses.replace(rc, experts=dataclasses.replace(rc.experts, epochs=2))
     assert bench.finished_run(store, epochs.to_dict(), bench.EXPERT_KEYS, ["experts"]) == ""
@@ -72,6 +72,27 @@ def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
     assert bench.finished_run(store, bench.child_config(rc, 20).to_dict(), need=["evaluate"]) == child
     assert bench.finished_run(store, bench.child_config(rc, 50).to_dict(), need=["evaluate"]) == ""
     assert bench.finished_run(store, bench.child_config(other, 20).to_dict(), need=["evaluate"]) == ""
+
+
+def test_experts_are_shared_only_over_the_same_data(tmp_path):
+    import json as _json
+    import os
+
+    from mdw.config import apply_overrides
+    from mdw.data.prepare import pairs_record, prepare
+
+    rc = apply_overrides(bench.parent_config(bench.DistillBenchConfig(), "scenes", 0.4),
+                         ["data.scenes.n_train=20", "data.scenes.n_dev=4", "data.scenes.n_test=4",
+                          f"cache_dir={tmp_path / 'cache'}"])
+    run_dir = tmp_path / "run"
+    os.makedirs(run_dir / "data")
+    record = pairs_record(prepare(rc.data, rc.resolved_cache_dir()), rc.data)
+    (run_dir / "data" / "pairs.json").write_text(_json.dumps(record))
+    assert bench.shares_experts(str(run_dir), rc, plain=False)
+    assert not bench.shares_experts(str(run_dir), rc, plain=True)          # no plain experts in it
+    record["fingerprint"] = "0" * 16                                         # its data came from elsewhere
+    (run_dir / "data" / "pairs.json").write_text(_json.dumps(record))
+    assert not bench.shares_experts(str(run_dir), rc, plain=False)
 
 
 def test_detection_bench_merge_keeps_the_other_data_sets(tmp_path):

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import EVAL_METHODS, RunConfig, ScenesConfig
+from ..data.prepare import load_prepared
 from ..distill.stage import experts_available
+from ..errors import DataError
 from ..pipeline import ensure_experts, run_pipeline
 from ..runs.context import run_in_context
 from ..runs.store import RunStore, read_json
@@ -84,16 +86,27 @@ def finished_run(store: RunStore, config: dict, keys=None, need=(), has=lambda r
     rerun with the same --runs folder skip what is already measured."""
     keys = keys or [k for k in config if k != "cache_dir"]
     for r in store.list_runs():
-        if (r.get("state") != "done" or not set(need) <= set(r.get("stages_done") or [])
-                or not has(store.run_dir(r["id"]))):
+        if r.get("state") != "done" or not set(need) <= set(r.get("stages_done") or []):
             continue
         try:
             old = store.read_config(r["id"])
         except (OSError, ValueError):
             continue
-        if all(old.get(k) == config.get(k) for k in keys):
+        if all(old.get(k) == config.get(k) for k in keys) and has(store.run_dir(r["id"])):
             return r["id"]
     return ""
+
+
+def shares_experts(run_dir: str, rc: RunConfig, plain: bool) -> bool:
+    """A finished run whose experts a case can use: the plain ones there if needed, and its data
+    still the data the source gives now (the same files, at the same place)."""
+    if plain and not experts_available(run_dir, "plain"):
+        return False
+    try:
+        load_prepared(read_json(os.path.join(run_dir, "data", "pairs.json")), rc.data, rc.resolved_cache_dir())
+    except (DataError, OSError, ValueError):
+        return False
+    return True
 
 
 def child_config(rc: RunConfig, m: int) -> RunConfig:
@@ -215,7 +228,7 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
             rc = parent_config(cfg, dataset, eta)
             plain = any(m in cfg.methods for m in ("mtt-vl", "lors", "mdw-no-dtcl", "expert-plain"))
             parent = finished_run(store, rc.to_dict(), EXPERT_KEYS, ["experts"],
-                                  lambda d: not plain or experts_available(d, "plain"))
+                                  lambda d, rc=rc: shares_experts(d, rc, plain))
             if parent:
                 log(f"{dataset} η={eta}: experts reused from {parent}")
             else:
