@@ -39,6 +39,16 @@ def test_distill_bench_merge_keeps_other_cases_and_replaces_remeasured_ones(tmp_
     assert [r["mean_recall"] for r in rows if r["method"] == "expert-dtcl"] == [41.0]   # not measured: kept
 
 
+def test_the_table_lists_only_the_runs_that_still_own_rows():
+    run = lambda ms, etas, memory=(), note="": {"ms": ms, "etas": etas, "memory_steps": list(memory), "note": note}
+    runs = [run({"scenes": [20, 50]}, [0.4], [4, 16], "first"), run({"scenes": [20]}, [0.0, 0.4], [], "second"),
+            run({"scenes": [50]}, [0.4], [], "third"), run({"flickr8k": [100]}, [0.4], [], "fourth")]
+    # the first's cases are all measured again, but its memory rows are still the table's
+    assert [c["note"] for c in bench.live_runs(runs)] == ["first", "second", "third", "fourth"]
+    runs.append(run({"scenes": [20]}, [0.0, 0.4], [4], "fifth"))
+    assert [c["note"] for c in bench.live_runs(runs)] == ["third", "fourth", "fifth"]
+
+
 def test_distill_bench_passes_its_batch_sizes_to_the_runs():
     cfg = bench.DistillBenchConfig(syn_batch=50, student_batch=100, iterations=7)
     rc = bench.parent_config(cfg, "scenes", 0.4)

@@ -190,7 +190,23 @@ def run_line(c: dict) -> str:
     cases = "; ".join(f"{ds} M={','.join(map(str, ms))}" for ds, ms in c["ms"].items())
     extra = ", ".join(f"{k} {c[k]}" for k in ("syn_batch", "student_batch") if k in c)
     return (f"{cases}, η {', '.join(map(str, c['etas']))}: {c['iterations']} iterations, {c['seeds']} seeds"
-            + (f", {extra}" if extra else "") + (f". {c['note']}" if c.get("note") else ""))
+            + (f", {extra}" if extra else "")
+            + (f"; peak memory at syn_steps {', '.join(map(str, c['memory_steps']))}" if c.get("memory_steps") else "")
+            + (f". {c['note']}" if c.get("note") else ""))
+
+
+def live_runs(runs: list) -> list:
+    """The runs that still own a row: a case (data set, η, M) belongs to the last run that measured it,
+    the memory rows to the last run that measured memory. config.json keeps every run."""
+    cases = lambda c: {(ds, eta, m) for ds, ms in c["ms"].items() for eta in c["etas"] for m in ms}
+    later_cases, later_memory, live = set(), False, []
+    for c in reversed(runs):
+        mine = cases(c) - later_cases
+        if mine or (c.get("memory_steps") and not later_memory):
+            live.append(c)
+        later_cases |= cases(c)
+        later_memory = later_memory or bool(c.get("memory_steps"))
+    return live[::-1]
 
 
 def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> tuple:
@@ -205,7 +221,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
           f"sec_per_it: seconds per distillation iteration.\n\n" + markdown_table(rows, COLUMNS) +
           ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
            markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
-          "\n## Runs merged into this table\n\n" + "\n".join(f"- {run_line(c)}" for c in runs) +
+          "\n## Runs merged into this table\n\n" + "\n".join(f"- {run_line(c)}" for c in live_runs(runs)) +
           "\n\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nThe last run merged in took {minutes:.1f} min.\n")
     config = {"runs": runs} if cfg.merge else runs[0]
     return summary, write_results(cfg.out_dir, "distill", rows + memory, config, md)
