@@ -82,6 +82,15 @@ def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
     assert bench.finished_run(store, bench.child_config(rc, 20).to_dict(), need=["evaluate"]) == child
     assert bench.finished_run(store, bench.child_config(rc, 50).to_dict(), need=["evaluate"]) == ""
     assert bench.finished_run(store, bench.child_config(other, 20).to_dict(), need=["evaluate"]) == ""
+    # a case stopped half way is resumed, one still running is not
+    stopped = store.create(bench.child_config(rc, 50).to_dict())
+    store.write_status(stopped, state="running", pid=None, stages_done=["data", "experts", "distill"])
+    assert bench.interrupted_run(store, bench.child_config(rc, 50).to_dict()) == stopped
+    store.write_status(stopped, pid=os.getpid())
+    assert bench.interrupted_run(store, bench.child_config(rc, 50).to_dict()) == ""
+    store.write_status(stopped, state="failed")
+    assert bench.interrupted_run(store, bench.child_config(rc, 50).to_dict()) == stopped
+    assert bench.interrupted_run(store, bench.child_config(other, 50).to_dict()) == ""
 
 
 def test_experts_are_shared_only_over_the_same_data(tmp_path):

@@ -21,6 +21,7 @@ from ..distill.stage import experts_available
 from ..errors import DataError
 from ..pipeline import ensure_experts, run_pipeline
 from ..runs.context import run_in_context
+from ..runs.manager import pid_alive
 from ..runs.store import RunStore, read_json
 from .memory import peak_memory
 from .report import markdown_table, read_previous, write_results
@@ -94,6 +95,20 @@ def finished_run(store: RunStore, config: dict, keys=None, need=(), has=lambda r
             continue
         if all(old.get(k) == config.get(k) for k in keys) and has(store.run_dir(r["id"])):
             return r["id"]
+    return ""
+
+
+def interrupted_run(store: RunStore, config: dict) -> str:
+    """The newest case with this whole config that stopped before its end (failed, cancelled, or
+    'running' with its process gone) after its experts were linked in; "" if none. The pipeline
+    resumes it: finished stages and finished method rows are kept."""
+    keys = [k for k in config if k != "cache_dir"]
+    for r in store.list_runs():
+        stopped = r.get("state") in ("failed", "cancelled") or (r.get("state") == "running" and not pid_alive(r.get("pid")))
+        if stopped and "experts" in (r.get("stages_done") or []):
+            old = store.read_config(r["id"])
+            if all(old.get(k) == config.get(k) for k in keys):
+                return r["id"]
     return ""
 
 
@@ -259,7 +274,11 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
                 if child:
                     log(f"{dataset} η={eta} M={m}: reused {child}")
                 else:
-                    child = child_run(store, parent, rc, m)
+                    child = interrupted_run(store, child_config(rc, m).to_dict())
+                    if child:
+                        log(f"{dataset} η={eta} M={m}: resuming {child}")
+                    else:
+                        child = child_run(store, parent, rc, m)
                     if run_in_context(store, child, lambda ctx: run_pipeline(ctx, show_bars=False)) != 0:
                         raise RuntimeError(f"{dataset} η={eta} M={m}: {store.read_status(child)['error']}")
                 new = rows_of(store, child, dataset, eta, m, cfg.iterations)
