@@ -19,6 +19,7 @@ from ..config import EVAL_METHODS, RunConfig, ScenesConfig
 from ..data.prepare import load_prepared
 from ..distill.stage import experts_available
 from ..errors import DataError
+from ..evaluate.stage import needs_plain
 from ..pipeline import ensure_experts, run_pipeline
 from ..runs.context import run_in_context
 from ..runs.manager import pid_alive
@@ -85,30 +86,30 @@ def finished_run(store: RunStore, config: dict, keys=None, need=(), has=lambda r
     """The newest finished run in the store whose config equals `config` (on `keys`, or whole but for
     the cache folder), which holds the stages in `need` and passes `has`; "" if none. Lets a bench
     rerun with the same --runs folder skip what is already measured."""
-    keys = keys or [k for k in config if k != "cache_dir"]
     for r in store.list_runs():
-        if r.get("state") != "done" or not set(need) <= set(r.get("stages_done") or []):
-            continue
-        try:
-            old = store.read_config(r["id"])
-        except (OSError, ValueError):
-            continue
-        if all(old.get(k) == config.get(k) for k in keys) and has(store.run_dir(r["id"])):
+        if (r.get("state") == "done" and set(need) <= set(r.get("stages_done") or [])
+                and _same_config(store, r["id"], config, keys) and has(store.run_dir(r["id"]))):
             return r["id"]
     return ""
+
+
+def _same_config(store: RunStore, run_id: str, config: dict, keys=None) -> bool:
+    """The run's config equals `config` on `keys` (default: all but the cache folder)."""
+    try:
+        old = store.read_config(run_id)
+    except (OSError, ValueError):
+        return False
+    return all(old.get(k) == config.get(k) for k in (keys or [k for k in config if k != "cache_dir"]))
 
 
 def interrupted_run(store: RunStore, config: dict) -> str:
     """The newest case with this whole config that stopped before its end (failed, cancelled, or
     'running' with its process gone) after its experts were linked in; "" if none. The pipeline
     resumes it: finished stages and finished method rows are kept."""
-    keys = [k for k in config if k != "cache_dir"]
     for r in store.list_runs():
         stopped = r.get("state") in ("failed", "cancelled") or (r.get("state") == "running" and not pid_alive(r.get("pid")))
-        if stopped and "experts" in (r.get("stages_done") or []):
-            old = store.read_config(r["id"])
-            if all(old.get(k) == config.get(k) for k in keys):
-                return r["id"]
+        if stopped and "experts" in (r.get("stages_done") or []) and _same_config(store, r["id"], config):
+            return r["id"]
     return ""
 
 
@@ -257,7 +258,7 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
     for dataset, ms in cfg.ms.items():
         for eta in cfg.etas:
             rc = parent_config(cfg, dataset, eta)
-            plain = any(m in cfg.methods for m in ("mtt-vl", "lors", "mdw-no-dtcl", "expert-plain"))
+            plain = needs_plain(cfg.methods)
             parent = finished_run(store, rc.to_dict(), EXPERT_KEYS, ["experts"],
                                   lambda d, rc=rc: shares_experts(d, rc, plain))
             if parent:
