@@ -37,3 +37,22 @@ def test_second_load_reads_the_cache_not_the_images(tmp_path):
     c, _ = cached_images(ps, 20, str(tmp_path))  # another size is another cache entry
     assert c.shape[1] == 20 and CountingImages.opened == 24
     assert not list((tmp_path / "images").glob("*.tmp-*"))
+
+
+def test_folder_identity_survives_a_fresh_copy_but_not_new_content(tmp_path):
+    """A data folder copied again (new modification times, same bytes) is the same data: its runs
+    resume and its caches stay; a file whose bytes change is not."""
+    import os
+    from mdw.data.pairset import FileImages
+    ps = tiny_pairset(n_images=3)
+    names = ps.images.names
+    for n, b in zip(names, ps.images.blobs):
+        (tmp_path / n).write_bytes(b)
+    images = FileImages(str(tmp_path), list(names))
+    before = images.identity()
+    for n in names:
+        os.utime(tmp_path / n, (1e9, 1e9))                        # touched: a re-copy
+    assert images.identity() == before
+    other = ps.images.blobs[1]
+    (tmp_path / names[0]).write_bytes(other[:-1] + bytes([other[-1] ^ 1]))   # new content
+    assert images.identity() != before

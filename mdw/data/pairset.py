@@ -70,15 +70,20 @@ class FileImages:
         return FileImages(self.root, [self.names[k] for k in keep])
 
     def identity(self) -> str:
+        """The folder, every name and size, and the content of the first files: a copy made again
+        (new modification times, same bytes) keeps its identity; files replaced under the same
+        names almost always change a size, and the first ones are checked byte for byte."""
         h = hashlib.sha1(os.path.abspath(self.root).encode())
         for i, n in enumerate(self.names):
             h.update(n.encode())
-            if i < 64:  # a cheap guard against files replaced under the same names
-                try:
-                    st = os.stat(self.path(i))
-                    h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
-                except OSError:
-                    pass
+            try:
+                if i < 64:
+                    with open(self.path(i), "rb") as f:
+                        h.update(hashlib.sha1(f.read()).digest())
+                else:
+                    h.update(str(os.path.getsize(self.path(i))).encode())
+            except OSError:
+                pass
         return h.hexdigest()
 
 
