@@ -280,3 +280,15 @@ def test_stage_writes_maps_and_cli_draws(tmp_path, cache_dir):
     assert main(args[:-1] + [str(one), "--word", "circle", "--size", "128", "--track", "B"]) == 0
     assert _decode(one.read_bytes()).size[0] == 128 + 8
     assert main(args[:-1] + [str(one), "--word", "zebra"]) == 2
+
+
+def test_heatmap_bench_expert_is_adam_unless_asked_for_the_run_default():
+    from mdw.cli.heatmap_cmd import bench_config
+    from mdw.cli.main import build_parser
+    from mdw.config import ExpertConfig
+    parse = lambda *a: bench_config(build_parser().parse_args(["bench", "heatmaps", *a]))
+    e = parse().experts
+    assert (e.optimizer, e.lr, e.grad_clip, e.dtcl) == ("adam", 0.001, 0.0, False)
+    run_default = ExpertConfig()
+    e = parse("--optimizer", "sgd", "--epochs", "3").experts
+    assert (e.optimizer, e.lr, e.grad_clip, e.epochs) == ("sgd", run_default.lr, run_default.grad_clip, 3)

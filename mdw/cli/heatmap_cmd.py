@@ -100,15 +100,12 @@ def add_bench_parser(bsub) -> None:
     b.set_defaults(func=run_bench)
 
 
-def run_bench(args) -> int:
+def bench_config(args):
+    """The HeatmapBenchConfig the command line asks for."""
     import dataclasses
-
-    import torch
 
     from ..bench import heatmaps as hb
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = hb.HeatmapBenchConfig()
     if args.scenes_train:
         cfg.scenes.n_train = args.scenes_train
@@ -127,6 +124,16 @@ def run_bench(args) -> int:
         cfg.max_test_pairs = args.max_test_pairs
     if args.out:
         cfg.out_dir = args.out
-    _, summary, paths = hb.run(cfg)
+    return cfg
+
+
+def run_bench(args) -> int:
+    import torch
+
+    from ..bench import heatmaps as hb
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _, summary, paths = hb.run(bench_config(args))
     print(f"wrote {', '.join(paths)}; {summary}")
     return 0
