@@ -152,3 +152,17 @@ def test_expert_rows_appear_once_per_case_however_many_m():
                                      _row("scenes", 0.4, None, "expert-dtcl", 44.0)])
     assert sorted((r["eta"], r["M"] or 0, r["method"]) for r in rows) == [
         (0.0, 0, "expert-dtcl"), (0.0, 20, "mdw"), (0.0, 100, "mdw"), (0.4, 0, "expert-dtcl")]
+
+
+def test_detection_table_header_names_each_merged_runs_settings():
+    import dataclasses
+    from mdw.bench import detection
+    from mdw.config import ExpertConfig
+    old = dataclasses.asdict(detection.DetectionBenchConfig(datasets=["flickr8k"], flickr8k_epochs=3))
+    old["experts"] = {k: v for k, v in old["experts"].items() if k != "optimizer"}   # recorded before SGD experts
+    old["experts"]["lr"] = 0.001
+    new = dataclasses.asdict(detection.DetectionBenchConfig(datasets=["scenes"], experts=ExpertConfig(epochs=6)))
+    md = detection.render([], {"flickr8k": old, "scenes": new},
+                          {"breaking_point": {"scenes": None}, "sweep_minutes": {"scenes": 11.0}})
+    assert "- flickr8k 3 epochs: adam, lr 0.001," in md
+    assert "- scenes 1000/100/300 images, 6 epochs: sgd, lr 0.03," in md

@@ -111,9 +111,11 @@ def run(cfg: DetectionBenchConfig, log: Callable[[str], None] = _print) -> tuple
     summary = {"breaking_point": {ds: breaking_point(rows, ds) for ds in cfg.datasets},
                "sweep_minutes": {ds: round(t / 60, 2) for ds, t in timing.items()}}
     config = {**dataclasses.asdict(cfg), "summary": summary}
+    runs = {"+".join(cfg.datasets): config}
     if cfg.merge:
         rows, config, summary = merge_previous(cfg, rows, config, summary)
-    md = render(rows, cfg, summary)
+        runs = config["runs"]
+    md = render(rows, runs, summary)
     paths = write_results(cfg.out_dir, "detection", rows, config, md)
     return rows, summary, paths
 
@@ -131,13 +133,25 @@ def merge_previous(cfg: DetectionBenchConfig, rows: list, config: dict, summary:
     return old_rows + rows, {"runs": runs, "summary": merged}, merged
 
 
-def render(rows: list, cfg: DetectionBenchConfig, summary: dict) -> str:
+def describe(c: dict) -> str:
+    """One run's data sets and expert settings (from its recorded config), for the table's header."""
+    e, parts = c["experts"], []
+    for ds in c["datasets"]:
+        if ds == "scenes":
+            sc = c["scenes"]
+            parts.append(f"scenes {sc['n_train']}/{sc['n_dev']}/{sc['n_test']} images, {e['epochs']} epochs")
+        else:
+            parts.append(f"{ds} {c['flickr8k_epochs']} epochs")
+    return (f"{'; '.join(parts)}: {e.get('optimizer', 'adam')}, lr {e['lr']}, batch {e['batch_size']}, "
+            f"λ_c {e['lambda_c']}; preset `{c['model']['preset']}`, {c['image_size']} px")
+
+
+def render(rows: list, runs: dict, summary: dict) -> str:
+    """runs: the config of each run whose rows the table holds (one run, or several merged)."""
     cols = ["dataset", "eta", "method", "auc", "precision", "recall", "IR@1", "TR@1", "mean_recall", "sec_per_epoch"]
     md = "# Noisy-pair detection and expert recall (`python -m mdw bench detection`)\n\n"
-    md += (f"Preset `{cfg.model.preset}`, {cfg.image_size} px; scenes {cfg.scenes.n_train}/{cfg.scenes.n_dev}/"
-           f"{cfg.scenes.n_test} images, {cfg.experts.epochs} epochs; Flickr8k {cfg.flickr8k_epochs} epochs; "
-           f"batch {cfg.experts.batch_size}, lr {cfg.experts.lr}, λ_c {cfg.experts.lambda_c}. "
-           "Detection: noisy pairs are the positive class; AUC of 1 − clean score; precision/recall of the "
+    md += "".join(f"- {describe(c)}\n" for c in runs.values()) + "\n"
+    md += ("Detection: noisy pairs are the positive class; AUC of 1 − clean score; precision/recall of the "
            "flags (clean score < 0.5). IR@1/TR@1/mean recall (%) on the clean test split, the last epoch; "
            "for DTCL the mean of its two tracks. `small-loss`: one plain track, GMM on its own loss; "
            "`similarity`: the plain expert's pair similarity (GMM split).\n\n")
