@@ -53,6 +53,6 @@ def test_folder_identity_survives_a_fresh_copy_but_not_new_content(tmp_path):
     for n in names:
         os.utime(tmp_path / n, (1e9, 1e9))                        # touched: a re-copy
     assert images.identity() == before
-    other = ps.images.blobs[1]
-    (tmp_path / names[0]).write_bytes(other[:-1] + bytes([other[-1] ^ 1]))   # new content
+    own = ps.images.blobs[0]
+    (tmp_path / names[0]).write_bytes(own[:-1] + bytes([own[-1] ^ 1]))   # new content, same size
     assert images.identity() != before

@@ -91,7 +91,7 @@ def add_bench_parser(bsub) -> None:
     b.add_argument("--dtcl", action="store_true", help="train DTCL experts (default: one plain InfoNCE track)")
     b.add_argument("--eta", type=float, default=None, help="noise ratio of the training pairs")
     b.add_argument("--optimizer", choices=["adam", "sgd"], default=None,
-                   help="the expert's optimizer (default adam, lr 0.001; sgd: the run default's lr 0.03, clip 1)")
+                   help="the expert's optimizer (default adam, lr 0.001; sgd: a default run's expert settings)")
     b.add_argument("--shifts", type=int, default=None, help="shift-and-stitch passes per axis of the default maps")
     b.add_argument("--max-test-pairs", type=int, default=None, help="score only the first N test captions")
     b.add_argument("--out", default=None, help="output folder (default docs/benchmarks)")
@@ -105,6 +105,7 @@ def bench_config(args):
     import dataclasses
 
     from ..bench import heatmaps as hb
+    from ..config import ExpertConfig
 
     cfg = hb.HeatmapBenchConfig()
     if args.scenes_train:
@@ -116,7 +117,7 @@ def bench_config(args):
     if args.eta is not None:
         cfg.eta = args.eta
     if args.optimizer == "sgd":   # the expert a default run trains
-        d = hb.ExpertConfig()
+        d = ExpertConfig()
         cfg.experts = dataclasses.replace(cfg.experts, optimizer="sgd", lr=d.lr, grad_clip=d.grad_clip)
     if args.shifts:
         cfg.cam = dataclasses.replace(cfg.cam, shifts=args.shifts)
