@@ -26,6 +26,7 @@ import os
 import re
 from typing import Iterator, Optional
 
+from ..csvio import unescape_cell
 from ..errors import DataError
 from .pairset import FileImages, ImageSource, PairSet
 
@@ -330,6 +331,8 @@ def read_table(path: str, image_root: str = "", max_skip_fraction: float = 0.05,
     fmt: "csv" | "jsonl" | None (from the extension). Image paths are relative to image_root, or to
     the table's folder. Without a split column, images are split 90/5/5 % by a hash of their name.
     A JSONL line that is not a JSON object is skipped and counted (a truncated last line stays usable).
+    CSV/TSV cells written with the spreadsheet-formula escape ("'=..."; mdw/csvio.py) read back as
+    the text they escaped, so the product's own CSV exports can be read again; JSONL is taken as is.
     """
     if fmt is None:
         fmt = "jsonl" if path.lower().endswith((".jsonl", ".ndjson")) else "csv"
@@ -375,7 +378,8 @@ def _csv_rows(path: str, text: str, c: Collector) -> Iterator[tuple]:
             if len(row) <= need:
                 c.skip("malformed line", where)
                 continue
-            yield row[ii], row[ci], _NO_SPLIT if si is None else row[si], where
+            yield (unescape_cell(row[ii]), unescape_cell(row[ci]),
+                   _NO_SPLIT if si is None else unescape_cell(row[si]), where)
     except csv.Error as e:
         raise DataError(f"{fname} line {reader.line_num}: not valid CSV ({e})") from None
 

@@ -7,11 +7,10 @@ A later line about the same (target, item) supersedes an earlier one; nothing is
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 
+from ..csvio import csv_text
 from ..errors import RunError
 from .store import append_jsonl, read_jsonl
 
@@ -64,11 +63,8 @@ def latest_decisions(run_dir: str, target: str) -> dict:
 
 
 def decisions_csv(run_dir: str) -> str:
-    """All decision lines as CSV text (time as ISO, UTC)."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["time", "target", "item", "decision", "comment"])
-    for r in read_decisions(run_dir):
-        t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(r.get("time", 0))))
-        w.writerow([t, r.get("target"), r.get("item"), r.get("decision"), r.get("comment", "")])
-    return buf.getvalue()
+    """All decision lines as CSV text (time as ISO, UTC; comments escaped against spreadsheet
+    formulas by mdw/csvio.py)."""
+    rows = ([time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(r.get("time", 0)))), r.get("target"),
+             r.get("item"), r.get("decision"), r.get("comment", "")] for r in read_decisions(run_dir))
+    return csv_text(["time", "target", "item", "decision", "comment"], rows)

@@ -9,19 +9,19 @@ The distilled set, snapshots and evaluation live in `view_distill.py` (DistillVi
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from typing import Optional
 
 import numpy as np
 
 from ..config import RunConfig
+from ..csvio import write_csv
 from .audit import latest_decisions
 from .store import atomic_write_text, read_json, read_jsonl
 
 FLAG_FILTERS = ("all", "flagged", "not flagged")
 TRUTH_FILTERS = ("all", "noisy", "clean")
+CLEANED_COLUMNS = ("pair", "image", "caption", "clean_score", "audit")
 
 
 class RunView:
@@ -225,14 +225,11 @@ class RunView:
         return out
 
     def cleaned_pairs_csv(self, threshold: float = 0.5) -> str:
-        """Write audit/cleaned_pairs.csv (atomically) and return its path."""
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["pair", "image", "caption", "clean_score", "audit"])
-        w.writeheader()
-        w.writerows(self.cleaned_pairs(threshold))
-        return atomic_write_text(self.path("audit", "cleaned_pairs.csv"), buf.getvalue())
+        """Write audit/cleaned_pairs.csv (atomically; text cells escaped against spreadsheet
+        formulas, see mdw/csvio.py) and return its path."""
+        return write_csv(self.path("audit", "cleaned_pairs.csv"), CLEANED_COLUMNS, self.cleaned_pairs(threshold))
 
     def decisions_csv(self) -> str:
-        """Write audit/decisions.csv (atomically) and return its path."""
+        """Write audit/decisions.csv (atomically; escaped like cleaned_pairs.csv) and return its path."""
         from .audit import decisions_csv
         return atomic_write_text(self.path("audit", "decisions.csv"), decisions_csv(self.run_dir))

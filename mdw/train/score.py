@@ -6,8 +6,6 @@ on at the last epoch; the stored GMM turns it into a clean probability per track
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from typing import Sequence
 
@@ -16,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..csvio import write_csv
 from ..data.image_cache import to_square
 from ..data.readers import read_table
 from ..errors import DataError
-from ..runs.store import atomic_save, atomic_write_text
+from ..runs.store import atomic_save
 from .data import PairTensors, to_float_images
 from .experts_io import experts_meta, load_expert
 from .gmm import LossGMM
@@ -91,19 +90,19 @@ def score_pairs(run_dir: str, image_paths: Sequence[str], captions: Sequence[str
 
 
 def score_file(run_dir: str, pairs_file: str, out_csv: str, image_root: str = "", kind: str = "dtcl") -> int:
-    """Read (image, caption) rows from a CSV/TSV/JSONL file, score them, write a CSV; rows written."""
+    """Read (image, caption) rows from a CSV/TSV/JSONL file, score them, write a CSV; rows written.
+
+    out_csv columns: image, caption (text, escaped against spreadsheet formulas by mdw/csvio.py,
+    read back unescaped by read_table), similarity, clean, flagged (0/1) and per track
+    similarity_<t>, clean_<t> (numbers with 6 decimals, never escaped). DataError as read_table."""
     ps = read_table(pairs_file, image_root=image_root, max_skip_fraction=0.0)
     paths = [ps.images.path(int(i)) for i in ps.pair_image]
     s = score_pairs(run_dir, paths, ps.captions, kind)
     tracks = experts_meta(run_dir, kind)["tracks"]
     cols = ["similarity", "clean", "flagged"] + [f"{m}_{t}" for t in tracks for m in ("similarity", "clean")]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["image", "caption"] + cols)
-    for n in range(len(paths)):
-        w.writerow([ps.images.key(int(ps.pair_image[n])), ps.captions[n]] +
-                   [f"{s[c][n]:.6f}" if c != "flagged" else int(s[c][n]) for c in cols])
-    atomic_write_text(out_csv, buf.getvalue())
+    rows = ([ps.images.key(int(ps.pair_image[n])), ps.captions[n]] +
+            [float(s[c][n]) if c != "flagged" else int(s[c][n]) for c in cols] for n in range(len(paths)))
+    write_csv(out_csv, ["image", "caption"] + cols, rows, float_format=".6f")  # text cells escaped (csvio)
     if ps.skipped:
         print("skipped: " + ", ".join(f"{k}: {v}" for k, v in ps.skipped.items()))
     return len(paths)
