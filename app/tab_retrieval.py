@@ -85,7 +85,7 @@ def query_image(ctx: AppContext, run_id, image, k):
             return [], NO_INDEX
         if image is None:
             return [], "Upload an image to search the test captions."
-        hits = _hits(idx.query_image(np.asarray(image, dtype=np.uint8), int(k or 5)))
+        hits = _hits(idx.query_image(image, int(k or 5)))   # decoded by mdw.data.decode, whatever its form
     except (MDWError, ValueError, OSError) as e:
         return [], error_text(e)
     return [[i + 1, round(float(h["score"]), 4), h.get("caption", h.get("text", h.get("id")))]
@@ -121,7 +121,9 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                 text_msg = gr.Markdown(elem_id="ret-text-msg")
                 gallery = gr.Gallery(label="top images", columns=5, height=240, allow_preview=False)
             with gr.Column():
-                image = gr.Image(label="image query", type="numpy", height=180)
+                # the upload's own file (image_mode=None: gradio leaves it as it is), decoded by
+                # mdw.data.decode like every image of the product (EXIF orientation, 16-bit, alpha)
+                image = gr.Image(label="image query", type="filepath", image_mode=None, height=180)
                 image_btn = gr.Button("Search captions", size="sm")
                 image_msg = gr.Markdown()
                 captions = gr.Dataframe(headers=["rank", "score", "caption"], interactive=False)

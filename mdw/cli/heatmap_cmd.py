@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-from PIL import Image
-
-from ..data.image_cache import to_square
+from ..data.decode import read_square
 from ..errors import DataError, MDWError
 from ..heatmaps.compute import CamOptions, word_maps
 from ..heatmaps.render import CMAPS, label_tiles, overlay, save_png, word_grid
@@ -38,17 +35,6 @@ def add_parser(sub, runs_dir: str) -> None:
     p.set_defaults(func=heatmap)
 
 
-def read_image(path: str, size: int) -> np.ndarray:
-    """The image as (size, size, 3) uint8, centre-cropped to a square like the data caches."""
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            img.load()
-            return to_square(img.convert("RGB"), size)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read the image ({e})") from None
-
-
 def heatmap(args) -> int:
     if not args.caption.strip():
         raise DataError("--caption: the caption is empty")
@@ -64,7 +50,7 @@ def heatmap(args) -> int:
     except FileNotFoundError:
         raise MDWError(f"run {args.run}: no {kind} expert track {args.track!r} "
                        "(has the experts stage finished?)") from None
-    image = read_image(args.image, model.image_size)
+    image = read_square(args.image, model.image_size)
     wm = word_maps(model, image[None], [args.caption], cam=CamOptions(shifts=args.shifts))[0]
     if args.word:
         i = wm.word_index(args.word)

@@ -13,22 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
-from PIL import Image
 
 from ..runs.store import atomic_save, atomic_write_json
+from .decode import to_square
 from .pairset import PairSet
 
 _CHUNK = 256
-
-
-def to_square(img: Image.Image, size: int) -> np.ndarray:
-    w, h = img.size
-    if w != h:
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC, reducing_gap=2.0)
-    return np.asarray(img, dtype=np.uint8)
 
 
 def decode_all(ps: PairSet, size: int, progress: Optional[Callable[[float], None]] = None,
@@ -57,7 +47,8 @@ def decode_all(ps: PairSet, size: int, progress: Optional[Callable[[float], None
 
 
 def cache_key(ps: PairSet, size: int) -> str:
-    return hashlib.sha1(f"{ps.images.identity()}|{size}|v1".encode()).hexdigest()[:20]
+    # v2: images decoded by decode.open_image (EXIF orientation, 16-bit and alpha), not PIL's convert
+    return hashlib.sha1(f"{ps.images.identity()}|{size}|v2".encode()).hexdigest()[:20]
 
 
 def cached_images(ps: PairSet, size: int, cache_dir: str,

@@ -9,13 +9,14 @@ pairs. Noise injection changes `pair_image` and keeps the original in `true_imag
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
+
+from .decode import open_image
 
 SPLITS = ("train", "dev", "test")
 
@@ -29,22 +30,14 @@ class ImageSource(Protocol):
         """A stable name for image i (a path, a file name, a shard member)."""
 
     def open(self, i: int, size: int) -> Image.Image:
-        """Image i as an RGB PIL image of about `size` px (may be larger); raises on failure."""
+        """Image i as an RGB PIL image of about `size` px (may be larger), decoded by
+        `decode.open_image` (EXIF orientation, every mode to 8-bit RGB); raises on failure."""
 
     def select(self, keep: Sequence[int]) -> "ImageSource":
         """A source with only the images `keep`, in that order."""
 
     def identity(self) -> str:
         """A string that changes when the image content may change (for caches)."""
-
-
-def open_rgb(fp, size: int) -> Image.Image:
-    """Decode an image file or file object to RGB; JPEGs are decoded at reduced scale when small."""
-    img = Image.open(fp)
-    if img.format == "JPEG" and size:
-        img.draft("RGB", (size, size))
-    img.load()
-    return img.convert("RGB")
 
 
 @dataclass
@@ -64,7 +57,7 @@ class FileImages:
         return self.names[i]
 
     def open(self, i: int, size: int) -> Image.Image:
-        return open_rgb(self.path(i), size)
+        return open_image(self.path(i), size)
 
     def select(self, keep):
         return FileImages(self.root, [self.names[k] for k in keep])
@@ -101,7 +94,7 @@ class BytesImages:
         return self.names[i]
 
     def open(self, i: int, size: int) -> Image.Image:
-        return open_rgb(io.BytesIO(self.blobs[i]), size)
+        return open_image(self.blobs[i], size)
 
     def select(self, keep):
         return BytesImages([self.names[k] for k in keep], [self.blobs[k] for k in keep])

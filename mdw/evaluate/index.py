@@ -33,8 +33,8 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..data.decode import read_square
 from ..errors import ConfigError, DataError, RunError
 from ..runs.store import atomic_save, atomic_write_json, read_json
 from . import ann
@@ -186,31 +186,6 @@ def build_run_index(run_dir: str, cfg, icfg: Optional[IndexConfig] = None,
 
 # ----- querying -----------------------------------------------------------------------------
 
-def image_array(image, size: int) -> np.ndarray:
-    """(size, size, 3) uint8 from a path, a PIL image or an array (centre-cropped to a square)."""
-    from ..data.image_cache import to_square
-    if isinstance(image, (str, os.PathLike)):
-        if not os.path.isfile(image):
-            raise DataError(f"{image}: no such image file")
-        try:
-            with open(image, "rb") as f:
-                img = Image.open(f)
-                img.load()
-        except (OSError, ValueError) as e:
-            raise DataError(f"{image}: cannot read the image ({e})") from None
-        return to_square(img.convert("RGB"), size)
-    if isinstance(image, Image.Image):
-        return to_square(image.convert("RGB"), size)
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise DataError(f"query image: expected an (H, W, 3) array, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
-    return to_square(Image.fromarray(arr[..., :3]), size)
-
-
 class RunIndex:
     """A run's index/ folder loaded for querying (see the module docstring)."""
 
@@ -260,7 +235,7 @@ class RunIndex:
     @torch.no_grad()
     def embed_image(self, image) -> np.ndarray:
         m = self.model
-        arr = image_array(image, m.image_size)
+        arr = read_square(image, m.image_size)
         x = torch.tensor(arr).permute(2, 0, 1)[None].float().div(255.0).to(m.device)
         return ann.as_f32(m.encode_image(x))
 
@@ -284,7 +259,11 @@ class RunIndex:
         return self._image_hits(self.embed_text(text), k)
 
     def query_image(self, image, k: int = 10) -> list:
-        """Top-k captions of the split for an image (path, PIL image or array), best first."""
+        """Top-k captions of the split for an image, best first.
+
+        image: a path, a PIL image or an (H, W[, C]) array, decoded by `mdw.data.decode.read_square`
+        (EXIF orientation applied, any mode or dtype scaled to 8-bit RGB). DataError when the file is
+        missing or unreadable or the array has an unusable shape/dtype."""
         return self._caption_hits(self.embed_image(image), k)
 
     def image_hits(self, i: int, k: int = 10) -> list:

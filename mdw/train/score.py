@@ -12,12 +12,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..csvio import write_csv
-from ..data.image_cache import to_square
+from ..data.decode import read_square
 from ..data.readers import read_table
-from ..errors import DataError
 from ..runs.store import atomic_save
 from .data import PairTensors, to_float_images
 from .experts_io import experts_meta, load_expert
@@ -58,15 +56,7 @@ def score_pairs(run_dir: str, image_paths: Sequence[str], captions: Sequence[str
     meta = experts_meta(run_dir, kind)
     ref = torch.load(os.path.join(run_dir, "experts", kind, "reference.pt"), map_location="cpu")
     size = meta["image_size"]
-    images = []
-    for p in image_paths:
-        try:
-            with open(p, "rb") as f:
-                img = Image.open(f)
-                img.load()
-                images.append(to_square(img.convert("RGB"), size))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{p}: cannot read the image ({e})") from None
+    images = [read_square(p, size) for p in image_paths]
     images = torch.from_numpy(np.stack(images)) if images else torch.zeros((0, size, size, 3), dtype=torch.uint8)
     out: dict = {}
     g0 = None
