@@ -30,7 +30,9 @@ def load_pairs(ctx: AppContext, run_id, flag, truth, lo, hi, limit):
     shown = rows[:GALLERY_N]
     gallery = [(v.pair_image(r["pair"]), f"#{r['pair']} clean={r['clean']:.2f}") for r in shown]
     n = len(v.scores()["pair_ids"])
-    return table, gallery, [r["pair"] for r in shown], f"{len(rows)} of {n} training pairs shown, lowest clean score first"
+    summary = f"{len(rows)} of {n} training pairs shown, lowest clean score first"
+    banner = v.noise_split_note()
+    return table, gallery, [r["pair"] for r in shown], (f"⚠️ **{banner}**\n\n" if banner else "") + summary
 
 
 def show_pair(ctx: AppContext, run_id, pair):

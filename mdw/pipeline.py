@@ -13,6 +13,7 @@ from .evaluate.stage import stage_evaluate
 from .evaluate.stages import stage_index, stage_projection
 from .heatmaps.stage import stage_heatmaps
 from .models.presets import build_model
+from .models.text_context import context_summary, describe_cut
 from .progress import progress_bar
 from .runs.store import atomic_write_json, read_json
 from .train.data import build_tensors
@@ -27,6 +28,9 @@ def stage_data(ctx, cfg: RunConfig, report) -> None:
     summary = p.pairs.summary()
     summary["noise"] = {"eta": p.noise.eta, "seed": p.noise.seed, "count": int(len(p.noise.pairs))}
     summary["image_size"] = cfg.data.image_size
+    summary["text_context"] = text = context_summary(p.pairs.captions, cfg.model.preset)
+    if text.get("truncated_captions"):
+        ctx.log("warning: " + describe_cut(text["truncated_captions"], text["captions"], text["context_tokens"]))
     atomic_write_json(ctx.path("data", "pairs.json"), pairs_record(p, cfg.data))
     atomic_write_json(ctx.path("data", "summary.json"), summary)
     ctx.event(0, pairs=p.pairs.n_pairs, images=p.pairs.n_images,
@@ -58,9 +62,15 @@ def train_and_save_experts(ctx, cfg: RunConfig, dtcl: bool, report) -> None:
         experts_cfg.buffer_epochs = min(cfg.experts.epochs, d.max_start_epoch + d.expert_epochs)
     res = train_experts(pairs, test, experts_cfg, cfg.model, cfg.data.image_size, seed=cfg.seed,
                         progress=lambda f, m="": report(0.1 + 0.9 * f, m),
-                        on_epoch=lambda epoch, metrics: ctx.event(epoch, kind=res_kind(dtcl), **metrics))
+                        on_epoch=lambda epoch, metrics: _epoch_event(ctx, dtcl, epoch, metrics))
     save_experts(res, ctx.run_dir, experts_cfg, cfg.model, cfg.data.image_size)
     save_reference(pairs, res.scores["consensus"][-1], ctx.run_dir, res.kind, cfg.experts.batch_size - 1, cfg.seed)
+
+
+def _epoch_event(ctx, dtcl: bool, epoch: int, metrics: dict) -> None:
+    ctx.event(epoch, kind=res_kind(dtcl), **metrics)
+    if metrics.get("warning"):
+        ctx.log(f"warning: {res_kind(dtcl)} experts, epoch {epoch}: {metrics['warning']}")
 
 
 def res_kind(dtcl: bool) -> str:

@@ -6,6 +6,7 @@ import json
 from ..config import SOURCES, DataConfig
 from ..data.noise import inject_noise
 from ..data.sources import load_source
+from ..data.split_check import RUN_SPLITS, empty_splits, split_fix
 
 
 def add_parser(sub) -> None:
@@ -38,6 +39,8 @@ def inspect(args) -> int:
     s = ps.summary(n_examples=args.samples)
     s["noise"] = {"eta": cfg.eta, "seed": cfg.noise_seed, "noisy_pairs": int(len(noise.pairs)),
                   "train_pairs": int(len(ps.pairs_in("train")))}
+    s["warnings"] = [f"the {sp} split is empty" + (" (a run needs it: its data stage will stop)" if sp in RUN_SPLITS
+                     else " (bench sweep needs it)") + f"; {split_fix(ps.name, sp)}" for sp in empty_splits(ps)]
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -45,6 +48,8 @@ def inspect(args) -> int:
     print(f"{'split':<8}{'images':>10}{'pairs':>10}")
     for split, c in s["splits"].items():
         print(f"{split:<8}{c['images']:>10}{c['pairs']:>10}")
+    for w in s["warnings"]:
+        print(f"warning: {w}")
     n = s["noise"]
     print(f"noise: eta={n['eta']} -> {n['noisy_pairs']} of {n['train_pairs']} training pairs mismatched (seed {n['seed']})")
     print("sample captions:")

@@ -16,6 +16,7 @@ from ..errors import DataError
 from .image_cache import cached_images
 from .noise import Noise, apply_noise, make_noise
 from .pairset import PairSet
+from .split_check import check_run_splits
 
 
 @dataclass
@@ -45,8 +46,9 @@ def prepare(cfg: DataConfig, cache_dir: str, progress: Optional[Callable[[float,
         keep = np.asarray([i for i in range(ps.n_images) if i not in bad_idx], dtype=np.int64)
         ps = ps.drop_images(sorted(bad_idx), "corrupt image")
         arr = np.ascontiguousarray(arr[keep])
-    if ps.n_pairs == 0 or len(ps.pairs_in("train")) == 0:
+    if bad and (ps.n_pairs == 0 or len(ps.pairs_in("train")) == 0):
         raise DataError(f"{ps.name}: no training pairs left after skipping bad items: {ps.skipped}")
+    check_run_splits(ps)
     fingerprint = ps.fingerprint()
     if noise is None:
         noise = make_noise(ps, cfg.eta, cfg.noise_seed)

@@ -45,10 +45,14 @@ FLICKR_SPLIT_FILES = {"train": ("train.txt", "Flickr_8k.trainImages.txt"),
 _BAD_BYTES = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of invalid UTF-8
 
 
+def _hash_residue(key: str) -> int:
+    return int.from_bytes(hashlib.md5(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") % 1000
+
+
 def hash_split(key: str) -> str:
-    """A deterministic 90/5/5 % train/dev/test split by name, the same on every machine."""
-    h = int.from_bytes(hashlib.md5(key.encode("utf-8", "surrogateescape")).digest()[:8], "big")
-    r = h % 1000
+    """A deterministic 90/5/5 % train/dev/test split by name, the same on every machine (a small
+    table's empty test or dev split is filled by Collector.finish)."""
+    r = _hash_residue(key)
     return "train" if r < 900 else "dev" if r < 950 else "test"
 
 
@@ -99,6 +103,7 @@ class Collector:
         self.examples: list = []
         self._seen: set = set()
         self._exists: dict = {}
+        self._residue: dict = {}           # image index -> hash residue, for images split by hash
 
     def skip(self, reason: str, where: str, row: bool = True) -> int:
         self.rows += int(row)
@@ -113,8 +118,13 @@ class Collector:
             ok = self._exists[image] = os.path.isfile(os.path.join(self.root, image))
         return ok
 
-    def add(self, image: str, split: str, caption: str, where: str, caption_id: object = None) -> int:
-        """Add one row; returns the image index, or -1 when the row was skipped (and counted)."""
+    def add(self, image: str, split: Optional[str], caption: str, where: str, caption_id: object = None,
+            hash_key: Optional[str] = None) -> int:
+        """Add one row; returns the image index, or -1 when the row was skipped (and counted).
+        split None: split by a hash of `hash_key` (default: the image name), hash_split."""
+        if split is None:
+            hash_key = image if hash_key is None else hash_key
+            split = hash_split(hash_key)
         if has_bad_bytes(caption) or has_bad_bytes(image):
             return self.skip("invalid UTF-8", where)
         caption = " ".join(caption.split())
@@ -131,6 +141,8 @@ class Collector:
             self.names.append(image)
             self.splits.append(split)
             self.split_where.append(where)
+            if hash_key is not None:
+                self._residue[i] = _hash_residue(hash_key)
         elif self.splits[i] != split:
             raise DataError(f"{where}: image {image} is in split {split!r} here but in "
                             f"{self.splits[i]!r} at {self.split_where[i]}")
@@ -149,7 +161,21 @@ class Collector:
             out += f"; image files are looked up under {self.root!r} (is the image root right?)"
         return out
 
+    def _fill_hashed_splits(self) -> None:
+        """A table split by hash with no test (or dev) image gets one by construction: the train
+        image whose hash residue lies nearest the empty split's band moves there (test when there
+        are at least 2 images, dev when at least 3), so a small table never has an empty test split."""
+        for split, needed in (("test", 2), ("dev", 3)):
+            train = [i for i in self._residue if self.splits[i] == "train"]
+            if split in self.splits or len(self.names) < needed or len(train) < 2:
+                continue
+            i = max(train, key=lambda k: (self._residue[k], self.names[k]))
+            self.splits[i] = split
+            self.split_where[i] = f"{self.split_where[i]} (moved to {split}: the hash split left it empty)"
+
     def finish(self, images: ImageSource, max_skip_fraction: float) -> PairSet:
+        if self._residue:
+            self._fill_hashed_splits()
         bad = sum(n for reason, n in self.skipped.items() if reason not in BENIGN_SKIPS)
         if not self.captions:
             raise DataError(f"{self.name}: no usable image-caption pairs in {self.rows} rows{self.details()}")
@@ -354,7 +380,7 @@ def read_table(path: str, image_root: str = "", max_skip_fraction: float = 0.05,
             raise DataError(f"{where}: image {image!r} is a URL; images must be local files "
                             "(download them first, e.g. with img2dataset, and read the shards)")
         image = os.path.normpath(image[7:] if image.startswith("file://") else image)
-        split = hash_split(image) if split is _NO_SPLIT else normalize_split(split, f"{where}: split")
+        split = None if split is _NO_SPLIT else normalize_split(split, f"{where}: split")
         c.add(image, split, caption, where)
     return c.finish(FileImages(root, list(c.names)), max_skip_fraction)
 

@@ -17,7 +17,7 @@ import tarfile
 
 from ..errors import DataError
 from .pairset import BytesImages, PairSet
-from .readers import Collector, hash_split
+from .readers import Collector
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 SHARD_PATTERNS = ("*.tar", "*.tar.gz", "*.tgz")
@@ -59,7 +59,7 @@ def read_webdataset(path: str, max_skip_fraction: float = 0.05) -> PairSet:
             if isinstance(caption, bytes):
                 c.skip("invalid UTF-8", where)
                 continue
-            i = c.add(f"{shard_name}/{key}.{ext}", hash_split(key), caption, where)
+            i = c.add(f"{shard_name}/{key}.{ext}", None, caption, where, hash_key=key)
             if i == len(blobs):
                 blobs.append(parts[ext])
     return c.finish(BytesImages(list(c.names), blobs), max_skip_fraction)

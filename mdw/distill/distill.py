@@ -13,6 +13,7 @@ import torch
 from ..config import DistillConfig, ModelConfig
 from ..models.presets import build_model
 from ..train.data import PairTensors
+from ..train.finite import check_finite, lower_lr_hint
 from .ceo import apply_ceo, ceo_masks
 from .matching import Student, match_adjoint
 from .synset import DistilledSet
@@ -105,6 +106,15 @@ def calibrate_alpha(student: Student, syn: DistilledSet, trajectories: list, cfg
     syn.log_alpha.data.copy_(alpha.log())
 
 
+def check_distilled(syn: DistilledSet, cfg: DistillConfig, at: str) -> None:
+    """Stop the stage (DivergenceError) when α, Ṽ, T̃ or P̃'s learned part holds NaN or inf, naming
+    the quantity and its learning rate."""
+    check_finite(syn.log_alpha.exp(), "distill", at, "the student step size α", lower_lr_hint(("distill.lr_alpha", cfg.lr_alpha)))
+    check_finite(syn.images, "distill", at, "the synthetic images Ṽ", lower_lr_hint(("distill.lr_images", cfg.lr_images)))
+    check_finite(syn.text, "distill", at, "the synthetic texts T̃", lower_lr_hint(("distill.lr_text", cfg.lr_text)))
+    check_finite(syn.label_leaves(), "distill", at, "the soft labels P̃", lower_lr_hint(("distill.lr_z", cfg.lr_z)))
+
+
 def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image_size: int, cfg: DistillConfig,
             seed: int = 0, progress: Optional[Callable[[float, str], None]] = None,
             on_iteration: Optional[Callable[[int, dict], None]] = None,
@@ -126,6 +136,7 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
     if cfg.alpha_init == "auto" and not syn.meta.get("alpha_calibrated"):
         calibrate_alpha(student, syn, trajectories, cfg, rng)
         syn.meta["alpha_calibrated"] = True
+    check_distilled(syn, cfg, "the start (iteration 0)")
     masks = None
     if on_snapshot and 0 in snaps:
         on_snapshot(0, syn)
@@ -137,6 +148,8 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
         batches = [torch.from_numpy(rng.permutation(syn.m)[:bs]).to(dev) for _ in range(cfg.syn_steps)]
         opt.zero_grad(set_to_none=True)
         loss = match_adjoint(student, syn, start, target, batches, traj.scale(s, cfg, dev))
+        check_finite(loss, "distill", f"iteration {it}", "the matching loss L_TM",
+                     lower_lr_hint(("distill.lr_alpha", cfg.lr_alpha), ("distill.lr_images", cfg.lr_images)))
         if cfg.ceo:
             if masks is None or (it - 1) % max(cfg.ceo_refresh, 1) == 0:
                 masks = ceo_masks(model, syn, start, cfg.ceo_topk)
@@ -144,6 +157,7 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
         opt.step()
         with torch.no_grad():
             syn.images.clamp_(0.0, 1.0)   # the synthetic images stay images (ours)
+        check_distilled(syn, cfg, f"iteration {it}")
         metrics = {"L_TM": loss, "start_epoch": s, "alpha": syn.alpha().mean().item(), "sec": time.time() - t0}
         if on_iteration:
             on_iteration(it, metrics)

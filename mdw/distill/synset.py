@@ -14,6 +14,7 @@ scale), initialised to the experts' learning rate; α = exp(log_alpha) stays pos
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -102,6 +103,11 @@ class DistilledSet:
                 **({"u": self.u.detach().cpu(), "v": self.v.detach().cpu()} if self.u is not None else {})}
 
     def save(self, path: str) -> None:
+        """Write the set atomically. Raises DivergenceError (nothing written) when a tensor holds
+        NaN or inf: a diverged set is never stored as if it were a result."""
+        from ..train.finite import check_finite
+        check_finite(self.tensors(), "distill", f"saving {os.path.basename(path)}", "a tensor of the distilled set",
+                     "the set was not written; lower the distillation learning rates")
         state = self.state()
         atomic_save(path, lambda tmp: torch.save(state, tmp))
 

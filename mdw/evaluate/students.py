@@ -19,6 +19,7 @@ from ..models.model import MDWModel
 from ..models.presets import build_model
 from ..runs.store import atomic_save
 from ..train.data import PairTensors, RetrievalSplit, embed_split, to_float_images
+from ..train.finite import check_finite, lower_lr_hint
 from ..train.losses import soft_contrastive, wbce
 from .retrieval import recall_at_k
 
@@ -37,6 +38,10 @@ class StudentData:
 
 
 def from_distilled(syn: DistilledSet, loss: str = "soft") -> StudentData:
+    """A distilled set as student data. Raises DivergenceError when the set holds NaN or inf (a set
+    written before sets were checked on save)."""
+    check_finite(syn.tensors(), "evaluate", "reading the distilled set", "a tensor of the distilled set",
+                 "distil again with lower learning rates")
     with torch.no_grad():
         return StudentData(syn.images.detach().clamp(0, 1).cpu(), syn.text.detach().cpu(), syn.p().detach().cpu(),
                            loss, syn.alpha().detach().cpu())
@@ -75,14 +80,25 @@ def train_student(data: StudentData, model_cfg: ModelConfig, image_size: int, cf
     gen = torch.Generator().manual_seed(seed)
     bs = cfg.batch_size if 0 < cfg.batch_size < data.m else data.m
     model.train()
-    for _ in range(cfg.steps):
+    for step in range(cfg.steps):
         b = torch.randperm(data.m, generator=gen)[:bs].to(dev) if bs < data.m else torch.arange(data.m, device=dev)
         z = model.logits(images[b], g0[b])
         loss = loss_fn(z.float(), targets[b][:, b])
+        check_finite(loss, "evaluate", f"student seed {seed}, step {step + 1}", "the student's training loss",
+                     _student_hint(data, cfg))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    check_finite([p for _, p in model.trainable_parameters()], "evaluate", f"student seed {seed}, after {cfg.steps} steps",
+                 "a student parameter", _student_hint(data, cfg))
     return model.eval()
+
+
+def _student_hint(data: StudentData, cfg: EvalConfig) -> str:
+    if cfg.optimizer == "alpha" and data.alpha is not None:
+        return (f"the students step at the set's learned α ({', '.join(f'{a:.3g}' for a in data.alpha.tolist())}); "
+                f"distil with a lower distill.lr_alpha, or train students by Adam (evaluate.optimizer=adam)")
+    return lower_lr_hint(("evaluate.lr", cfg.lr))
 
 
 def evaluate_model(model: MDWModel, test: RetrievalSplit) -> dict:

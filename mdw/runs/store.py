@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import secrets
@@ -55,11 +56,27 @@ def atomic_write_text(path, text: str) -> str:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj, indent: Optional[int] = None) -> str:
+    """JSON text any strict parser reads: a float that is NaN or ±inf becomes null (JSON has no
+    token for them; Python would write bare NaN / Infinity). Raises ValueError for what JSON cannot
+    hold at all."""
+    return json.dumps(_finite(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path, obj, indent: Optional[int] = None) -> str:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False)
-    return atomic_save(path, write)
+    """Write obj as strict JSON (non-finite floats as null, strict_json), atomically."""
+    text = strict_json(obj, indent)
+    return atomic_write_text(path, text)
 
 
 def read_json(path):
@@ -77,7 +94,7 @@ def append_jsonl(path, obj) -> None:
     """Append one JSON line. A partial last line (a writer killed mid-line) is cut off first."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    line = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    line = (strict_json(obj) + "\n").encode("utf-8")
     with open(path, "ab+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

@@ -141,6 +141,17 @@ class RunView:
                          "audit": decided.get(pid, {}).get("decision", "")})
         return rows
 
+    def noise_split_note(self) -> str:
+        """'' when the last epoch's loss mixtures split the pairs; otherwise the banner text
+        "no noise split this epoch: …" (DTCL found no two components and flagged nothing)."""
+        s = self.scores()
+        if s is None:
+            return ""
+        from ..train.experts_io import experts_meta
+        gmm = experts_meta(self.run_dir, s["kind"]).get("gmm", {})
+        why = [f"track {t}: {g['reason']}" for t, g in gmm.items() if not g.get("split", True)]
+        return ("no noise split this epoch: " + "; ".join(why) + " (every pair is trusted, none flagged)") if why else ""
+
     def pair_scores(self, pair: int) -> Optional[dict]:
         s = self.scores()
         if s is None:

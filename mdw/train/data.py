@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data.prepare import Prepared
+from ..data.split_check import check_run_splits
 from ..models.text_cache import cached_g0_features
 
 
@@ -45,8 +46,10 @@ class RetrievalSplit:
 
 
 def build_tensors(p: Prepared, encoder, cache_dir: str, eval_split: str = "test", progress=None) -> tuple:
-    """(training pairs, clean eval split); g0 features of every caption come from the text cache."""
+    """(training pairs, clean eval split); g0 features of every caption come from the text cache.
+    Raises DataError naming the split and the fix when train or `eval_split` is empty."""
     ps = p.pairs
+    check_run_splits(ps, ("train", eval_split))
     g0_all = cached_g0_features(ps.captions, encoder, cache_dir, progress=progress)
     images = torch.from_numpy(np.array(p.images))  # a writable in-memory copy of the (memory-mapped) cache
     train = ps.pairs_in("train")

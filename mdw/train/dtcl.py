@@ -24,6 +24,7 @@ from ..evaluate.retrieval import recall_at_k
 from ..models.model import MDWModel
 from ..models.presets import build_model
 from .data import PairTensors, RetrievalSplit, embed_split
+from .finite import check_finite, lower_lr_hint
 from .gmm import LossGMM
 from .losses import complementary, infonce, infonce_per_pair, weighted_infonce
 
@@ -92,9 +93,16 @@ def make_tracks(n: int, model_cfg: ModelConfig, image_size: int, cfg: ExpertConf
     return tracks
 
 
+def expert_hint(cfg: ExpertConfig) -> str:
+    return lower_lr_hint(("experts.lr", cfg.lr)) + (f", or clip the gradient (experts.grad_clip now {cfg.grad_clip:g})"
+                                                   if cfg.grad_clip > 0 else ", or set experts.grad_clip=1")
+
+
 def train_one_epoch(t: Track, pairs: PairTensors, cfg: ExpertConfig, mode: str,
-                    weights: Optional[torch.Tensor], amp, tick: Callable[[float], None]) -> float:
-    """One pass over the pairs; mode: comp (warm-up) | infonce (plain) | dtcl. Mean batch loss."""
+                    weights: Optional[torch.Tensor], amp, tick: Callable[[float], None], where: str = "") -> float:
+    """One pass over the pairs; mode: comp (warm-up) | infonce (plain) | dtcl. Mean batch loss.
+    `where` (e.g. "epoch 2") names the place in a DivergenceError when a loss or parameter stops
+    being finite. Raises: DivergenceError."""
     model, dev = t.model, t.model.device
     model.train()
     perm = torch.randperm(len(pairs), generator=t.gen)
@@ -115,30 +123,47 @@ def train_one_epoch(t: Track, pairs: PairTensors, cfg: ExpertConfig, mode: str,
         else:
             loss = weighted_infonce(z, weights[idx].to(dev)) + cfg.lambda_c * complementary(z)
         t.opt.zero_grad(set_to_none=True)
+        value = loss.item()
+        check_finite(value, "experts", f"{where}, track {t.name}, batch {b + 1}", "the training loss", expert_hint(cfg))
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(t.opt.param_groups[0]["params"], cfg.grad_clip)
         t.opt.step()
-        total += loss.item()
+        total += value
         tick((b + 1) / len(starts))
+    check_finite([p for _, p in model.trainable_parameters()], "experts", f"{where}, track {t.name} (end of epoch)",
+                 "a model parameter", expert_hint(cfg))
     return total / max(len(starts), 1)
+
+
+def equal_batches(n: int, batch_size: int, seed: int) -> list:
+    """A fixed random cover of range(n) by batches of exactly min(batch_size, n) positions, so every
+    pair's InfoNCE sees the same number of negatives (a loss of log B differs with B). The n mod B
+    pairs left over form the last batch with B − r pairs already scored (`(idx, new)`: `new` is
+    how many of idx, counted from its end, get their loss from this batch)."""
+    b = max(1, min(batch_size, n))
+    perm = np.random.default_rng(seed).permutation(n)
+    out = [(perm[s:s + b], b) for s in range(0, n - n % b, b)]
+    if n % b:
+        out.append((perm[n - b:], n % b))
+    return out
 
 
 @torch.no_grad()
 def per_pair_losses(model: MDWModel, pairs: PairTensors, batch_size: int, seed: int, amp) -> tuple:
-    """(loss, similarity) of every pair: symmetric InfoNCE against the other pairs of its batch
-    (a fixed random partition into batches of at least batch_size), in eval mode."""
+    """(loss, similarity) of every pair, each (N,) float32: symmetric InfoNCE against the other
+    pairs of its batch (equal_batches: every batch holds min(batch_size, N) pairs), in eval mode."""
     model.eval()
     n = len(pairs)
-    perm = np.random.default_rng(seed).permutation(n)
     loss, sim = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    for idx in np.array_split(perm, max(1, n // batch_size)):
+    for idx, new in equal_batches(n, batch_size, seed):
         x, g = pairs.batch(torch.from_numpy(idx), model.device)
         with amp():
             img, txt, scale = model(x, g)
         z = (scale * img @ txt.t()).float()
-        loss[idx] = infonce_per_pair(z).cpu().numpy()
-        sim[idx] = (img.float() * txt.float()).sum(1).cpu().numpy()
+        mine = idx[len(idx) - new:]
+        loss[mine] = infonce_per_pair(z).cpu().numpy()[len(idx) - new:]
+        sim[mine] = (img.float() * txt.float()).sum(1).cpu().numpy()[len(idx) - new:]
     return loss, sim
 
 
@@ -170,7 +195,8 @@ def train_experts(pairs: PairTensors, test: Optional[RetrievalSplit], cfg: Exper
             base = (epoch + k / len(tracks)) / cfg.epochs
             tick = lambda f, base=base, t=t: say(base + f / len(tracks) / cfg.epochs,
                                                  f"epoch {epoch + 1}/{cfg.epochs}, track {t.name}")
-            metrics[f"train_loss_{t.name}"] = train_one_epoch(t, pairs, cfg, mode, weights, amp, tick)
+            metrics[f"train_loss_{t.name}"] = train_one_epoch(t, pairs, cfg, mode, weights, amp, tick,
+                                                              f"epoch {epoch + 1}")
             metrics[f"mode_{t.name}"] = mode
         _score_epoch(tracks, pairs, cfg, epoch, amp, w, scores, metrics)
         last = epoch == cfg.epochs - 1
@@ -194,7 +220,13 @@ def _score_epoch(tracks, pairs, cfg, epoch, amp, w, scores, metrics) -> None:
     """The no-grad pass: per-pair losses → GMM → clean probabilities; consensus, flags, detection."""
     for k, t in enumerate(tracks):
         loss, sim = per_pair_losses(t.model, pairs, cfg.batch_size, seed=epoch, amp=amp)
+        check_finite(loss, "experts", f"epoch {epoch + 1}, track {t.name} (scoring pass)", "a per-pair loss",
+                     expert_hint(cfg))
         t.gmm = LossGMM.fit(loss)
+        if not t.gmm.split:
+            metrics[f"no_split_{t.name}"] = t.gmm.reason
+            metrics["warning"] = "; ".join(filter(None, [metrics.get("warning"), f"no noise split this epoch: "
+                                                         f"track {t.name}: {t.gmm.reason}; every pair is trusted"]))
         w[k] = t.gmm.posterior(loss).astype(np.float32)
         scores[f"loss{t.name}"].append(loss)
         scores[f"sim{t.name}"].append(sim)
