@@ -13,21 +13,31 @@ maps.npz (no pickles; strings are numpy unicode arrays), one row per (image, cap
   word_score (W,)         float32 s(v, w)
   maps (W, S, S)          float16 in [0, 1]
   sentence_maps (P, S, S) float16: the Grad-CAM of s(v, t)
-index.json: {"version", "image_size", "model": {...}, "groups": {name: count}, "items": [{"row",
+  generation ()           str: a random stamp of this write, also in index.json (see below)
+index.json: {"version", "generation", "image_size", "model": {...}, "groups": {name: count}, "items": [{"row",
   "group", "item_id", "caption", "words", "positions", "scores", "pair_score", "clean_score",
   "is_noisy"}]} for listing without opening the arrays.
 Both files are written atomically; `append_items` replaces the rows of the groups it writes.
+
+Two writers (the distill stage in the worker, on-demand maps from the app, other app processes)
+append by read-modify-write, so every write holds heatmaps/.lock from reading maps.npz to writing
+index.json: appends are serialised and none is lost. Readers take no lock: the two files are
+replaced one after the other (maps first), each write stamps both with a new random `generation`
+(maps.npz holds it as a 0-d str array), and `read_store` returns the pair only when the stamps
+agree; when they differ (a write in progress, or a writer killed between the two files) it waits
+for the lock and reads again, and a still stale index is rebuilt from maps.npz for that reader.
 """
 from __future__ import annotations
 
 import math
 import os
+import secrets
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..runs.store import atomic_save, atomic_write_json, read_json
+from ..runs.store import atomic_save, atomic_write_json, file_lock, read_json
 from .compute import WordMaps
 
 FOLDER = "heatmaps"
@@ -42,6 +52,10 @@ def maps_path(run_dir: str) -> str:
 
 def index_path(run_dir: str) -> str:
     return os.path.join(run_dir, FOLDER, "index.json")
+
+
+def lock_path(run_dir: str) -> str:
+    return os.path.join(run_dir, FOLDER, ".lock")
 
 
 @dataclass
@@ -106,13 +120,49 @@ def select_rows(packed: dict, keep: np.ndarray) -> dict:
     return out
 
 
-def load_packed(run_dir: str) -> dict:
-    """maps.npz as a dict of arrays ({} when there is none)."""
+def _load(run_dir: str) -> tuple:
+    """(maps.npz arrays without the stamp, its generation or None); ({}, None) without a file."""
     path = maps_path(run_dir)
     if not os.path.isfile(path):
-        return {}
+        return {}, None
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k] for k in z.files if k != "generation"}, _stamp(z)
+
+
+def _stamp(z) -> Optional[str]:
+    return str(z["generation"]) if "generation" in z.files else None  # runs written before the stamp: None
+
+
+def load_packed(run_dir: str) -> dict:
+    """maps.npz as a dict of arrays ({} when there is none)."""
+    return _load(run_dir)[0]
+
+
+def stored_generation(run_dir: str) -> Optional[str]:
+    """The generation stamp of maps.npz (None without a file or a stamp); reads only the stamp."""
+    path = maps_path(run_dir)
+    if not os.path.isfile(path):
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return _stamp(z)
+
+
+def read_store(run_dir: str) -> tuple:
+    """(index, packed) of one and the same write: index.json as a dict (with "items", "generation";
+    {} without a store) and maps.npz as arrays (load_packed). Takes the lock only when the two
+    files disagree (module docstring)."""
+    def both():
+        index = read_json(index_path(run_dir)) if os.path.isfile(index_path(run_dir)) else {}
+        packed, gen = _load(run_dir)
+        return index, packed, gen
+    index, packed, gen = both()
+    if index.get("generation") == gen and bool(index) == bool(packed):
+        return index, packed
+    with file_lock(lock_path(run_dir)):  # a write in progress finishes first
+        index, packed, gen = both()
+    if index.get("generation") != gen or bool(index) != bool(packed):  # a writer died between the files
+        index = _index(packed, index.get("model", {}), gen) if packed else {}
+    return index, packed
 
 
 def _finite(v: float):
@@ -120,8 +170,22 @@ def _finite(v: float):
 
 
 def write_packed(run_dir: str, packed: dict, model_info: Optional[dict] = None) -> None:
-    """maps.npz then index.json, both atomically."""
-    atomic_save(maps_path(run_dir), lambda tmp: np.savez_compressed(tmp, **packed))
+    """Replace the run's heatmaps by `packed`: maps.npz then index.json, both atomically, under
+    the store's lock (RunError when another writer holds it for minutes)."""
+    with file_lock(lock_path(run_dir)):
+        _write(run_dir, packed, model_info)
+
+
+def _write(run_dir: str, packed: dict, model_info: Optional[dict]) -> None:
+    """write_packed's body; the caller holds the lock."""
+    gen = secrets.token_hex(8)
+    atomic_save(maps_path(run_dir), lambda tmp: np.savez_compressed(tmp, **{**packed, "generation": np.array(gen)}))
+    old = read_json(index_path(run_dir)) if os.path.isfile(index_path(run_dir)) else {}
+    atomic_write_json(index_path(run_dir), _index(packed, model_info or old.get("model", {}), gen))
+
+
+def _index(packed: dict, model_info: dict, gen: Optional[str]) -> dict:
+    """index.json's content for the packed arrays."""
     ws = packed["word_start"]
     items = []
     for i in range(len(packed["item_id"])):
@@ -136,20 +200,21 @@ def write_packed(run_dir: str, packed: dict, model_info: Optional[dict] = None) 
     groups: dict = {}
     for g in packed["group"]:
         groups[str(g)] = groups.get(str(g), 0) + 1
-    old = read_json(index_path(run_dir)) if os.path.isfile(index_path(run_dir)) else {}
-    atomic_write_json(index_path(run_dir), {
-        "version": VERSION, "image_size": int(packed["images"].shape[1]) if len(items) else None,
-        "model": model_info or old.get("model", {}), "groups": groups, "n_items": len(items),
-        "n_words": int(len(packed["words"])), "items": items})
+    return {"version": VERSION, "generation": gen,
+            "image_size": int(packed["images"].shape[1]) if len(items) else None,
+            "model": model_info, "groups": groups, "n_items": len(items),
+            "n_words": int(len(packed["words"])), "items": items}
 
 
 def append_items(run_dir: str, new: dict, model_info: Optional[dict] = None, replace_groups: bool = True) -> dict:
-    """Add packed items to the run's heatmaps (replacing stored rows of the same groups by default)."""
-    old = load_packed(run_dir)
-    if old and replace_groups:
-        old = select_rows(old, ~np.isin(old["group"], np.unique(new["group"])))
-    merged = concat(old, new)
-    write_packed(run_dir, merged, model_info)
+    """Add packed items to the run's heatmaps (replacing stored rows of the same groups by default);
+    returns the stored arrays. Holds the store's lock from reading to writing (module docstring)."""
+    with file_lock(lock_path(run_dir)):
+        old = load_packed(run_dir)
+        if old and replace_groups:
+            old = select_rows(old, ~np.isin(old["group"], np.unique(new["group"])))
+        merged = concat(old, new)
+        _write(run_dir, merged, model_info)
     return merged
 
 

@@ -1,7 +1,14 @@
 """Starts, watches and cancels run workers (`python -m mdw run --resume ID`), each a subprocess of
 its own session whose output goes to the run's log.txt. The runs folder is the only shared state:
 a second manager (a reloaded app, the CLI) sees and can cancel runs the first one started.
-At most `max_running` runs run at once; the rest wait in state `queued`, oldest first."""
+At most `max_running` runs run at once; the rest wait in state `queued`, oldest first.
+
+Many pollers, one launch: the app's page timers, its background thread, other app processes and
+the CLI may all poll one runs folder. `poll` runs under the folder's lock (runs/.manager.lock) and
+claims a queued run by one status update under the run's status lock that checks the state is still
+`queued` (queued -> running, pid not yet known), then starts the worker and records its pid before
+letting go of the folder's lock; `start` and `cancel` read the state under the same lock, so none
+of them sees a claimed run whose worker is still being started."""
 from __future__ import annotations
 
 import os
@@ -12,7 +19,9 @@ import time
 from typing import Callable, Optional
 
 from ..errors import RunError
-from .store import FINAL_STATES, RunStore, _now
+from .store import FINAL_STATES, RunStore, _now, file_lock
+
+MANAGER_LOCK = ".manager.lock"  # in the runs folder; not a run id, so list_runs skips it
 
 
 def repo_root() -> str:
@@ -74,16 +83,35 @@ class RunManager:
 
     def start(self, run_id: str) -> dict:
         """Queue a new, failed or cancelled run (a resume: finished stages are kept); it starts
-        as soon as a slot is free."""
-        status = self.store.read_status(run_id)
-        if status["state"] == "running" and self.is_alive(run_id):
-            raise RunError(f"run {run_id} is already running (pid {status.get('pid')})")
-        self.store.write_status(run_id, state="queued", pid=None, error=None, ended=None,
-                                message="waiting for a free slot")
+        as soon as a slot is free. RunError when it is running (its worker alive)."""
+        with self._folder_locked():
+            status = self.store.read_status(run_id)
+            if status["state"] == "running" and self.is_alive(run_id):
+                raise RunError(f"run {run_id} is already running (pid {status.get('pid')})")
+            self.store.write_status(run_id, state="queued", pid=None, error=None, ended=None,
+                                    message="waiting for a free slot")
         self.poll()
         return self.store.read_status(run_id)
 
+    def _folder_locked(self):
+        """The runs folder's lock (see the module docstring); not re-entrant."""
+        return file_lock(os.path.join(self.store.root, MANAGER_LOCK))
+
+    def _transition(self, run_id: str, from_state: str, **fields) -> bool:
+        """Set `fields` when the run's state is still `from_state`, in one locked status update;
+        whether it was (another writer may have moved the run on since it was last read)."""
+        hit = []
+
+        def fn(s):
+            if s["state"] != from_state:
+                return None
+            hit.append(True)
+            return {**s, **fields}
+        self.store.update_status(run_id, fn)
+        return bool(hit)
+
     def _launch(self, run_id: str) -> None:
+        """Start the worker of a run this manager has claimed (state running, pid None)."""
         self.store.log(run_id, "worker starting")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root(), env.get("PYTHONPATH")) if p)
@@ -97,7 +125,8 @@ class RunManager:
             self.store.log(run_id, f"cannot start the worker: {e}")
             return
         self._procs[run_id] = proc
-        self.store.write_status(run_id, state="running", pid=proc.pid, started=_now(), message="starting")
+        self.store.update_status(run_id, lambda s: {**s, "pid": proc.pid} if s["state"] == "running"
+                                 and s.get("pid") is None else None)  # unless the worker already wrote it, or ended
 
     # ----- watching -------------------------------------------------------------------------
     def is_alive(self, run_id: str) -> bool:
@@ -107,37 +136,35 @@ class RunManager:
         return pid_alive(self.store.read_status(run_id).get("pid"), run_id)
 
     def _fail_dead(self, run_id: str, code: Optional[int]) -> None:
-        def fail(s):
-            if s["state"] != "running":
-                return None
-            tail = self.store.log_tail(run_id)
-            error = f"worker exited unexpectedly ({_exit_text(code)}); see log.txt" + (
-                f"\n\nlast lines of log.txt:\n{tail}" if tail else "")
-            return {**s, "state": "failed", "ended": _now(), "error": error}
-        if self.store.update_status(run_id, fail)["state"] == "failed":
+        tail = self.store.log_tail(run_id)
+        error = f"worker exited unexpectedly ({_exit_text(code)}); see log.txt" + (
+            f"\n\nlast lines of log.txt:\n{tail}" if tail else "")
+        if self._transition(run_id, "running", state="failed", ended=_now(), error=error):
             self.store.log(run_id, f"worker exited unexpectedly ({_exit_text(code)})")
 
     def poll(self) -> None:
-        """Reap finished workers, fail runs whose worker died without saying so, launch queued runs."""
-        for run_id, proc in list(self._procs.items()):
-            if proc.poll() is not None:
-                del self._procs[run_id]
-                self._fail_dead(run_id, proc.returncode)
-        running, queued = 0, []
-        for row in self.store.list_runs():
-            if row["state"] == "running":
-                if row["id"] in self._procs or pid_alive(row.get("pid"), row["id"]):
+        """Reap finished workers, fail runs whose worker died without saying so, launch queued runs
+        (each claimed queued -> running by exactly one poller, under the runs folder's lock)."""
+        with self._folder_locked():
+            for run_id, proc in list(self._procs.items()):
+                if proc.poll() is not None:
+                    self._procs.pop(run_id, None)
+                    self._fail_dead(run_id, proc.returncode)
+            running, queued = 0, []
+            for row in self.store.list_runs():
+                if row["state"] == "running":
+                    if row["id"] in self._procs or pid_alive(row.get("pid"), row["id"]):
+                        running += 1
+                    else:
+                        self._fail_dead(row["id"], None)
+                elif row["state"] == "queued":
+                    queued.append(row["id"])
+            for run_id in reversed(queued):  # list_runs is newest first
+                if running >= self.max_running:
+                    break
+                if self._transition(run_id, "queued", state="running", pid=None, started=_now(), message="starting"):
+                    self._launch(run_id)
                     running += 1
-                else:
-                    self._fail_dead(row["id"], None)
-            elif row["state"] == "queued":
-                queued.append(row["id"])
-        for run_id in reversed(queued):  # list_runs is newest first
-            if running >= self.max_running:
-                break
-            if self.store.read_status(run_id)["state"] == "queued":
-                self._launch(run_id)
-                running += 1
 
     def wait(self, run_id: str, timeout: float = 600.0, interval: float = 0.05) -> dict:
         """Poll until the run ends; returns its final status (RunError after `timeout` seconds)."""
@@ -161,11 +188,11 @@ class RunManager:
     def cancel(self, run_id: str, grace_s: float = 10.0) -> dict:
         """Cancel a queued run at once, or a running one: SIGTERM (the worker records the cancel and
         exits), then SIGKILL after grace_s. Finished runs are left as they are."""
-        status = self.store.read_status(run_id)
-        if status["state"] == "queued":
-            self.store.write_status(run_id, state="cancelled", ended=_now(), message="cancelled")
-            self.store.log(run_id, "run cancelled while queued")
-        elif status["state"] == "running":
+        with self._folder_locked():  # a launch in progress records its worker's pid first
+            if self._transition(run_id, "queued", state="cancelled", ended=_now(), message="cancelled"):
+                self.store.log(run_id, "run cancelled while queued")
+            status = self.store.read_status(run_id)
+        if status["state"] == "running":
             pid = status.get("pid")
             proc = self._procs.get(run_id)
             if self.is_alive(run_id):
@@ -175,12 +202,8 @@ class RunManager:
                     self._wait_dead(run_id, proc, 5.0)
                     self.store.log(run_id, f"worker did not stop within {grace_s:.1f} s; killed")
             self._procs.pop(run_id, None)
-
-            def mark(s):
-                if s["state"] != "running":
-                    return None
-                return {**s, "state": "cancelled", "ended": _now(), "message": "cancelled"}
-            if self.store.update_status(run_id, mark)["state"] == "cancelled" and "run cancelled" not in \
+            self._transition(run_id, "running", state="cancelled", ended=_now(), message="cancelled")
+            if self.store.read_status(run_id)["state"] == "cancelled" and "run cancelled" not in \
                     self.store.log_tail(run_id, 3):
                 self.store.log(run_id, "run cancelled")
         self.poll()

@@ -18,11 +18,34 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Optional
 
+from filelock import FileLock, Timeout
+
 from ..errors import RunError
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")
+
+
+# ----- locks --------------------------------------------------------------------------------
+
+@contextmanager
+def file_lock(path, timeout: float = 120.0):
+    """Hold an exclusive inter-process lock (flock, via `filelock`) on the file `path` for the body
+    of a `with`; the file (and its folder) is made when missing and kept afterwards. One lock object
+    per call, so two threads of one process exclude each other too; not re-entrant (taking the same
+    lock again inside the body waits for ever). RunError naming the file after `timeout` seconds."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    lock = FileLock(path, timeout=timeout, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunError(f"{path}: still locked by another process after {timeout:.0f} s") from None
+    try:
+        yield path
+    finally:
+        lock.release()
 
 
 # ----- atomic files -------------------------------------------------------------------------
@@ -213,12 +236,8 @@ class RunStore:
     @contextmanager
     def _locked(self, run_id):
         d = self._need(run_id)
-        with open(os.path.join(d, ".status.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield d
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock(os.path.join(d, ".status.lock")):
+            yield d
 
     def update_status(self, run_id, fn: Callable[[dict], Optional[dict]]) -> dict:
         """Read-modify-write status.json under a lock (worker and managers both write it)."""

@@ -174,17 +174,22 @@ class RunView:
         return {"metrics": detection_metrics(s["consensus"], s["is_noisy"], threshold), "curves": self._curves}
 
     # ----- heatmaps -------------------------------------------------------------------------
+    def _heatmaps(self) -> tuple:
+        """(index, packed) of the stored heatmaps, one write's pair (read_store); reloaded when
+        another writer (the distill stage, another app) has replaced maps.npz since."""
+        from ..heatmaps.store import read_store, stored_generation
+        if self._heat is None or self._heat[0].get("generation") != stored_generation(self.run_dir):
+            self._heat = read_store(self.run_dir)
+        return self._heat
+
     def heatmap_items(self) -> list:
         """index.json's items (row, group, item_id, caption, words, scores, ...), [] without any."""
-        from ..heatmaps.store import index_path
-        p = index_path(self.run_dir)
-        return read_json(p).get("items", []) if os.path.isfile(p) else []
+        return self._heatmaps()[0].get("items", [])
 
     def heatmap_item(self, row: int):
-        from ..heatmaps.store import load_item, load_packed
-        if self._heat is None:
-            self._heat = load_packed(self.run_dir)
-        return load_item(self.run_dir, int(row), self._heat)
+        """The stored item `row` of the latest heatmap_items() (IndexError when there is none)."""
+        from ..heatmaps.store import load_item
+        return load_item(self.run_dir, int(row), self._heatmaps()[1])
 
     def find_heatmap(self, group_prefix: str, item_id: int) -> Optional[int]:
         """Row of the stored item of a group starting with `group_prefix` about item_id, or None."""
