@@ -97,9 +97,13 @@ def _finite(obj):
 
 
 def atomic_write_json(path, obj, indent: Optional[int] = None) -> str:
-    """Write obj as strict JSON (non-finite floats as null, strict_json), atomically."""
-    text = strict_json(obj, indent)
-    return atomic_write_text(path, text)
+    """Write obj as strict JSON (non-finite floats as null, as strict_json does), atomically."""
+    clean = _finite(obj)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(clean, f, indent=indent, ensure_ascii=False, allow_nan=False)
+    return atomic_save(path, write)
 
 
 def read_json(path):
