@@ -1,7 +1,9 @@
 """`python -m mdw heatmap --run RUN --image PATH --caption TEXT --out FILE.png`: per-word heatmaps.
 
 Draws one overlay per word of the caption (a labelled grid: the word and s(v, w) under each), or
-one word's overlay with --word, using a run's final expert (METHOD §7).
+one word's overlay with --word, using a run's final expert (METHOD §7). A caption longer than the
+text encoder's context gets maps for the words it read and a printed note ("the first N of M words
+are encoded"); --word naming a word after those says so.
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ def heatmap(args) -> int:
     wm = word_maps(model, image[None], [args.caption], cam=CamOptions(shifts=args.shifts))[0]
     if args.word:
         i = wm.word_index(args.word)
+        if i is None and wm.beyond_context(args.word):
+            raise MDWError(f"--word {args.word!r} is beyond the text encoder's context ({wm.fit.describe()})")
         if i is None:
             raise MDWError(f"--word {args.word!r} is not among the caption's words: {', '.join(wm.words)}")
         tile = overlay(image, wm.maps[i], args.alpha, display_size=args.size, cmap=args.cmap)
@@ -63,6 +67,8 @@ def heatmap(args) -> int:
     save_png(arr, args.out)
     words = ", ".join(f"{w} {s:.3f}" for w, s in zip(wm.words, wm.scores))
     print(f"s(image, caption) = {wm.pair_score:.3f}; words: {words}")
+    if wm.cut:
+        print(f"note: {wm.cut_note()}")
     print(f"wrote {args.out}")
     return 0
 

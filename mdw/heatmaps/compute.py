@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..models.gradcam import blur_maps, eval_mode, gradcam_with_scores, normalise_maps
 from ..models.text import TokenFeatures
+from ..models.text_context import TextFit
 
 _EDGE_PUNCT = re.compile(r"^\W+|\W+$")
 
@@ -64,6 +65,33 @@ class WordMaps:
     scores: np.ndarray     # (n_words,) float32: s(v, w)
     pair_score: float      # s(v, t) for the whole caption
     sentence_map: Optional[np.ndarray] = None  # (S, S): Grad-CAM of s(v, t)
+    words_encoded: Optional[int] = None  # N: caption.split() words inside the text encoder's context
+    words_total: Optional[int] = None    # M: len(caption.split()); None (both) when not known
+
+    @property
+    def fit(self) -> Optional[TextFit]:
+        """How much of the caption the text encoder read (None when not known)."""
+        return None if self.words_encoded is None else TextFit(self.words_encoded, self.words_total)
+
+    @property
+    def cut(self) -> bool:
+        """Whether the caption was longer than the text encoder's context (words after N unread)."""
+        return self.fit is not None and self.fit.cut
+
+    def cut_note(self) -> str:
+        """"" or e.g. "the caption is longer than the text encoder's context: the first 126 of 481
+        words are encoded (no maps for the rest)"."""
+        if not self.cut:
+            return ""
+        return f"the caption is longer than the text encoder's context: {self.fit.describe()} (no maps for the rest)"
+
+    def beyond_context(self, word: str) -> bool:
+        """Whether `word` is in the caption only after the words the text encoder read."""
+        if not self.cut:
+            return False
+        low = norm_text(word)
+        at = [i for i, w in enumerate(self.caption.split()) if norm_text(w) == low]
+        return bool(at) and min(at) >= self.words_encoded
 
     def word_index(self, word: str) -> Optional[int]:
         """Index of the first word equal to `word` (case-insensitive), or None."""
@@ -120,15 +148,17 @@ class CaptionWords:
     token_rows: list       # per word: the token indices (into TokenFeatures.hidden) averaged
 
 
-def caption_words(tf: TokenFeatures, caption: str) -> CaptionWords:
-    """Group the tokenizer's merged words by caption.split() word; drop punctuation-only words."""
+def caption_words(tf: TokenFeatures, caption: str, limit: Optional[int] = None) -> CaptionWords:
+    """Group the tokenizer's merged words by caption.split() word; drop punctuation-only words and,
+    with `limit` (the words inside the text encoder's context, TextFit.encoded), the pieces of any
+    word at or after split position `limit` (a word the context cuts in the middle)."""
     split = caption.split()
     pos = align_to_split([w.text for w in tf.words], caption)
     groups: dict = {}
     order: list = []
     for w, p in zip(tf.words, pos):
-        if not norm_text(w.text):
-            continue  # punctuation-only piece
+        if not norm_text(w.text) or (limit is not None and p >= limit):
+            continue  # punctuation-only piece, or a piece of a word the context cut
         key = ("pos", p) if p >= 0 else ("free", len(order))
         if key not in groups:
             groups[key] = ([], [])
@@ -167,7 +197,9 @@ def word_maps(model, images, captions: Sequence[str], image_of: Optional[Sequenc
     """One WordMaps per caption: caption c is shown with images[image_of[c]] (default: images[c]).
 
     images: (M, S, S, 3) uint8 or (M, 3, S, S) float in [0, 1]. The model is used in eval mode
-    (restored afterwards) and its parameters get no gradients.
+    (restored afterwards) and its parameters get no gradients. A caption longer than the text
+    encoder's context gets maps for the words it read only: WordMaps.words_encoded of words_total
+    (`mdw.models.text_context`; `cut_note()` says it in words).
     """
     images = images if isinstance(images, torch.Tensor) else np.asarray(images)
     idx = np.arange(len(captions)) if image_of is None else np.asarray(image_of, dtype=np.int64)
@@ -186,7 +218,8 @@ def word_maps(model, images, captions: Sequence[str], image_of: Optional[Sequenc
 
 def _batch_maps(model, x: torch.Tensor, caps: list, size: int, cam: CamOptions) -> list:
     tfs = model.text.token_features(caps)
-    cws = [caption_words(tf, c) for tf, c in zip(tfs, caps)]
+    fits = model.text.text_context().fit(caps)
+    cws = [caption_words(tf, c, f.encoded) for tf, c, f in zip(tfs, caps, fits)]
     n_max = max([len(cw.words) for cw in cws] + [0])
     dev = model.device
     words = torch.zeros((len(caps), n_max, model.embed_dim), device=dev)
@@ -209,8 +242,9 @@ def _batch_maps(model, x: torch.Tensor, caps: list, size: int, cam: CamOptions) 
     scores = torch.einsum("bd,bkd->bk", img, words).cpu().numpy()           # s(v, w) of the words themselves
     maps = maps.cpu().numpy()
     res = []
-    for b, (cap, cw) in enumerate(zip(caps, cws)):
+    for b, (cap, cw, fit) in enumerate(zip(caps, cws, fits)):
         n = len(cw.words)
         res.append(WordMaps(cap, cw.words, cw.positions, maps[b, 1:1 + n].astype(np.float32),
-                            scores[b, :n].astype(np.float32), float(sims[b, 0]), maps[b, 0].astype(np.float32)))
+                            scores[b, :n].astype(np.float32), float(sims[b, 0]), maps[b, 0].astype(np.float32),
+                            fit.encoded, fit.total))
     return res

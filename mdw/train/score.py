@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..csvio import write_csv
 from ..data.decode import read_square
 from ..data.readers import read_table
+from ..models.text_context import describe_cut
 from ..runs.store import atomic_save
 from .data import PairTensors, to_float_images
 from .experts_io import experts_meta, load_expert
@@ -52,7 +53,14 @@ def pair_losses(model, images: torch.Tensor, g0: torch.Tensor, ref: dict) -> tup
 
 def score_pairs(run_dir: str, image_paths: Sequence[str], captions: Sequence[str], kind: str = "dtcl",
                 batch_size: int = 256) -> dict:
-    """Per pair: similarity and clean probability under each track, their means, the flag."""
+    """Per pair: similarity and clean probability under each track, their means, the flag, and how
+    much of the caption the text encoder read.
+
+    image_paths: image files (decoded by mdw.data.decode.read_square; DataError naming a file that
+    is missing or unreadable); captions: one per image. Returns arrays of shape (N,): similarity_<t>,
+    loss_<t>, clean_<t> (float, per track t), similarity, clean (float, track means), flagged (int
+    0/1), words_encoded, words_total (int: the first words_encoded of the caption's words_total
+    whitespace words fit the text encoder's context; the rest were cut, mdw.models.text_context)."""
     meta = experts_meta(run_dir, kind)
     ref = torch.load(os.path.join(run_dir, "experts", kind, "reference.pt"), map_location="cpu")
     size = meta["image_size"]
@@ -64,6 +72,9 @@ def score_pairs(run_dir: str, image_paths: Sequence[str], captions: Sequence[str
         model = load_expert(run_dir, kind, t)
         if g0 is None:
             g0 = model.text.encode_g0(list(captions)).float().cpu()
+            fits = model.text.text_context().fit(list(captions))
+            out["words_encoded"] = np.array([f.encoded for f in fits], dtype=np.int64)
+            out["words_total"] = np.array([f.total for f in fits], dtype=np.int64)
         losses, sims = [], []
         for i in range(0, len(captions), batch_size):
             l, s = pair_losses(model, images[i:i + batch_size], g0[i:i + batch_size], ref)
@@ -84,15 +95,22 @@ def score_file(run_dir: str, pairs_file: str, out_csv: str, image_root: str = ""
 
     out_csv columns: image, caption (text, escaped against spreadsheet formulas by mdw/csvio.py,
     read back unescaped by read_table), similarity, clean, flagged (0/1) and per track
-    similarity_<t>, clean_<t> (numbers with 6 decimals, never escaped). DataError as read_table."""
+    similarity_<t>, clean_<t> (numbers with 6 decimals, never escaped), words_encoded, words_total
+    (integers: the caption was cut to the text encoder's context when words_encoded < words_total;
+    how many were cut is printed). DataError as read_table."""
     ps = read_table(pairs_file, image_root=image_root, max_skip_fraction=0.0)
     paths = [ps.images.path(int(i)) for i in ps.pair_image]
     s = score_pairs(run_dir, paths, ps.captions, kind)
     tracks = experts_meta(run_dir, kind)["tracks"]
-    cols = ["similarity", "clean", "flagged"] + [f"{m}_{t}" for t in tracks for m in ("similarity", "clean")]
+    cols = (["similarity", "clean", "flagged"] + [f"{m}_{t}" for t in tracks for m in ("similarity", "clean")]
+            + ["words_encoded", "words_total"])
+    ints = {"flagged", "words_encoded", "words_total"}
     rows = ([ps.images.key(int(ps.pair_image[n])), ps.captions[n]] +
-            [float(s[c][n]) if c != "flagged" else int(s[c][n]) for c in cols] for n in range(len(paths)))
+            [int(s[c][n]) if c in ints else float(s[c][n]) for c in cols] for n in range(len(paths)))
     write_csv(out_csv, ["image", "caption"] + cols, rows, float_format=".6f")  # text cells escaped (csvio)
     if ps.skipped:
         print("skipped: " + ", ".join(f"{k}: {v}" for k, v in ps.skipped.items()))
+    cut = describe_cut(int((s["words_encoded"] < s["words_total"]).sum()), len(paths))
+    if cut:
+        print(f"note: {cut} (see the columns words_encoded, words_total)")
     return len(paths)
