@@ -93,3 +93,25 @@ def test_two_processes_append_heatmaps_without_losing_any(tmp_path):
         assert it["words"] == packed["words"][a:b].tolist() == [f"w{j}" for j in range(b - a)]
     assert packed["maps"].shape == (len(packed["words"]), 8, 8) and seen > 0
     assert np.array_equal(np.sort(packed["item_id"]), np.unique(packed["item_id"]))
+
+
+def test_a_second_worker_is_refused_while_the_first_lives(tmp_path):
+    """`mdw run --resume ID` beside the app's worker: the second claim fails and changes nothing."""
+    import pytest
+
+    from mdw.config import RunConfig
+    from mdw.errors import RunError
+    from mdw.runs.context import run_in_context
+    store = RunStore(str(tmp_path / "runs"))
+    run_id = store.create(RunConfig().to_dict(), name="held")
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", run_id])
+    try:
+        store.write_status(run_id, state="running", pid=first.pid)
+        with pytest.raises(RunError, match=f"already running \\(worker pid {first.pid}\\)"):
+            run_in_context(store, run_id, lambda ctx: None)
+        assert store.read_status(run_id)["state"] == "running" and store.read_status(run_id)["pid"] == first.pid
+    finally:
+        first.kill()
+        first.wait()
+    assert run_in_context(store, run_id, lambda ctx: None) == 0     # a dead worker's claim is stale
+    assert store.read_status(run_id)["state"] == "done"

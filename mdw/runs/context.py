@@ -11,7 +11,8 @@ import traceback
 from contextlib import contextmanager
 from typing import Callable, Optional
 
-from ..errors import Cancelled
+from ..errors import Cancelled, RunError
+from .manager import pid_alive
 from .store import RunStore, _now
 
 
@@ -72,9 +73,15 @@ def _raise_cancelled(signum, frame):
 
 def run_in_context(store: RunStore, run_id: str, body: Callable[[RunContext], None]) -> int:
     """Run body(ctx) as the run's worker; returns the process exit code (0 done, 1 failed,
-    130 cancelled). The status says what happened; a failure keeps its traceback."""
-    store.write_status(run_id, state="running", pid=os.getpid(), started=_now(), ended=None,
-                       error=None, message="")
+    130 cancelled). The status says what happened; a failure keeps its traceback. Raises RunError
+    (status untouched) when another live worker already runs it (e.g. `run --resume` beside the app)."""
+    def claim(s):
+        pid = s.get("pid")
+        if s.get("state") == "running" and pid and int(pid) != os.getpid() and pid_alive(pid, run_id):
+            raise RunError(f"run {run_id} is already running (worker pid {pid}); wait for it, or cancel it first")
+        return {**s, "state": "running", "pid": os.getpid(), "started": _now(), "ended": None, "error": None,
+                "message": ""}
+    store.update_status(run_id, claim)   # under the run's status lock: one worker per run
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_cancelled) if main else None
     ctx = RunContext(store, run_id)
