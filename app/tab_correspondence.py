@@ -37,7 +37,7 @@ def show_item(ctx: AppContext, run_id, row):
     noisy = {1: "noisy (injected)", 0: "clean", -1: "unknown"}.get(item.is_noisy, "unknown")
     return (word_grid(item.image, item.maps, tile=112),
             f"**{kind} {item.item_id}**: “{item.maps.caption}”; s(v, t) = {item.maps.pair_score:.3f}; "
-            f"ground truth: {noisy}")
+            f"ground truth: {noisy}" + (f"\n\n⚠️ {item.maps.cut_note()}" if item.maps.cut else ""))
 
 
 def compute_for_pair(ctx: AppContext, run_id, pair):

@@ -53,7 +53,7 @@ def show_pair(ctx: AppContext, run_id, pair):
         row = row if row is not None else v.find_heatmap(g, pair)
     if row is not None:
         item = v.heatmap_item(row)
-        grid, note = word_grid(item.image, item.maps, tile=112), f"per-word Grad-CAM maps ({item.group})"
+        grid, note = word_grid(item.image, item.maps, tile=112), f"per-word Grad-CAM maps ({item.group})" + _cut(item)
     return v.pair_image(pair), desc, grid, note
 
 
@@ -64,7 +64,11 @@ def compute_heatmap(ctx: AppContext, run_id, pair):
         item = v.heatmap_item(row)
     except (MDWError, ValueError, OSError) as e:
         return None, error_text(e)
-    return word_grid(item.image, item.maps, tile=112), "per-word Grad-CAM maps (computed now)"
+    return word_grid(item.image, item.maps, tile=112), "per-word Grad-CAM maps (computed now)" + _cut(item)
+
+
+def _cut(item) -> str:
+    return f"; ⚠️ {item.maps.cut_note()}" if item.maps.cut else ""
 
 
 def decide(ctx: AppContext, run_id, pair, decision, comment):

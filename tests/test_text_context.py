@@ -3,6 +3,7 @@
 data summary. Captions are generated in the tests."""
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -131,3 +132,30 @@ def test_scoring_reports_cut_captions(tiny, tmp_path, capsys):
     assert "1 of 2 captions are longer than the text encoder's context" in capsys.readouterr().out
     got = list(csv.DictReader(out.open()))
     assert [(r["words_encoded"], r["words_total"]) for r in got] == [("126", "481"), ("3", "3")]
+
+
+def test_stored_heatmaps_keep_the_cut_and_the_app_says_it(tiny, tmp_path):
+    """The maps the app shows (stored in heatmaps/) keep N of M, and both heatmap views say it."""
+    import shutil
+
+    from app.context import AppContext
+    from app.tab_correspondence import show_item
+    from mdw.heatmaps.compute import CamOptions, word_maps
+    from mdw.heatmaps.store import append_items, pack
+    from mdw.runs.view import RunView
+    from mdw.train.experts_io import load_expert
+
+    run_dir, cfg = tiny
+    runs = tmp_path / "runs"
+    copy = shutil.copytree(run_dir, runs / os.path.basename(run_dir))
+    model = load_expert(str(copy), "dtcl", "A")
+    image = np.zeros((2, cfg.data.image_size, cfg.data.image_size, 3), np.uint8)
+    wms = word_maps(model, image, [long_caption(), "a red circle"], cam=CamOptions(shifts=1, flip=False))
+    stored = append_items(str(copy), pack("app", [900, 901], image, wms))
+    rows = [int(r) for r in np.flatnonzero(stored["group"] == "app")]
+    long, short = (RunView(str(copy)).heatmap_item(r).maps for r in rows)
+    assert (long.words_encoded, long.words_total) == (126, 481) and long.cut and not short.cut
+    _, note = show_item(AppContext(str(runs)), os.path.basename(run_dir), rows[0])
+    assert "the first 126 of 481 words are encoded" in note
+    _, note = show_item(AppContext(str(runs)), os.path.basename(run_dir), rows[1])
+    assert "words are encoded" not in note

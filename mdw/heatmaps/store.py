@@ -42,7 +42,8 @@ from .compute import WordMaps
 
 FOLDER = "heatmaps"
 VERSION = 1
-ITEM_KEYS = ("group", "item_id", "caption", "images", "pair_score", "clean_score", "is_noisy", "sentence_maps")
+ITEM_KEYS = ("group", "item_id", "caption", "images", "pair_score", "clean_score", "is_noisy", "sentence_maps",
+             "words_encoded", "words_total")   # the last two: -1 when not known (stores written before them)
 WORD_KEYS = ("words", "word_pos", "word_score", "maps")
 
 
@@ -87,6 +88,8 @@ def pack(group: str, item_ids: Sequence[int], images_u8: np.ndarray, wms: Sequen
         "pair_score": np.array([w.pair_score for w in wms], dtype=np.float32),
         "clean_score": np.asarray(clean_scores if clean_scores is not None else [np.nan] * n, dtype=np.float32),
         "is_noisy": np.asarray(is_noisy if is_noisy is not None else [-1] * n, dtype=np.int8),
+        "words_encoded": np.array([-1 if w.words_encoded is None else w.words_encoded for w in wms], dtype=np.int32),
+        "words_total": np.array([-1 if w.words_total is None else w.words_total for w in wms], dtype=np.int32),
         "sentence_maps": np.stack(sent).astype(np.float16) if n else np.zeros((0, size, size), np.float16),
         "word_start": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         "words": np.array([t for w in wms for t in w.words], dtype=str),
@@ -126,7 +129,11 @@ def _load(run_dir: str) -> tuple:
     if not os.path.isfile(path):
         return {}, None
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files if k != "generation"}, _stamp(z)
+        out, stamp = {k: z[k] for k in z.files if k != "generation"}, _stamp(z)
+    for k in ("words_encoded", "words_total"):   # stores written before the text-context counts
+        if out and k not in out:
+            out[k] = np.full(len(out["item_id"]), -1, dtype=np.int32)
+    return out, stamp
 
 
 def _stamp(z) -> Optional[str]:
@@ -226,6 +233,7 @@ def load_item(run_dir: str, row: int, packed: Optional[dict] = None) -> HeatmapI
     a, b = int(z["word_start"][row]), int(z["word_start"][row + 1])
     wm = WordMaps(str(z["caption"][row]), [str(w) for w in z["words"][a:b]], [int(p) for p in z["word_pos"][a:b]],
                   z["maps"][a:b].astype(np.float32), z["word_score"][a:b].astype(np.float32),
-                  float(z["pair_score"][row]), z["sentence_maps"][row].astype(np.float32))
+                  float(z["pair_score"][row]), z["sentence_maps"][row].astype(np.float32),
+                  *(None if int(z[k][row]) < 0 else int(z[k][row]) for k in ("words_encoded", "words_total")))
     return HeatmapItem(str(z["group"][row]), int(z["item_id"][row]), z["images"][row], wm,
                        float(z["clean_score"][row]), int(z["is_noisy"][row]))
