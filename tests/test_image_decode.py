@@ -210,8 +210,9 @@ def test_score_query_and_heatmap_decode_through_the_one_opener(tiny, tmp_path):
     files = [str(tmp_path / n) for n in ("exif6.jpg", "upright.png", "sideways.png", "grad16.png", "grad8.png")]
     caption = "a red square above a blue square"
     s = score_pairs(run_dir, files, [caption] * 5)
-    assert s["similarity"][0] == s["similarity"][1] != s["similarity"][2]
-    assert s["similarity"][3] == s["similarity"][4]
+    sim = s["similarity"]   # one batch: equal inputs may differ in the last float bit by position
+    assert sim[0] == pytest.approx(sim[1], abs=1e-6) and abs(sim[0] - sim[2]) > 1e-4
+    assert sim[3] == pytest.approx(sim[4], abs=1e-6)
 
     if not RunIndex.exists(run_dir):
         build_run_index(run_dir, cfg)
