@@ -7,7 +7,7 @@ CSV the product writes (cleaned_pairs.csv, decisions.csv, `mdw score` output) go
 the text and runs nothing. Only text (str) cells are changed; numbers (int, float, numpy numbers)
 are written as numbers, so -0.5 stays -0.5.
 
-`unescape_cell` undoes the prefix; the product's table reader (mdw/data/readers.py, CSV and TSV)
+`unescape_cell` undoes the prefix; the product's table reader (mdw/data/tables.py, CSV and TSV)
 applies it to every cell it uses, so what `write_csv` wrote reads back as the same text.
 
 The escape is lossless: a text cell that starts with apostrophes followed by a trigger character

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mdw.csvio import csv_text, escape_cell, unescape_cell
-from mdw.data.readers import read_table
+from mdw.data.tables import read_table
 from mdw.runs.audit import record_decision
 from mdw.runs.view import RunView
 

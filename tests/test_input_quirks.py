@@ -17,7 +17,8 @@ from helpers import png_bytes
 from mdw.config import DataConfig, RunConfig, apply_overrides
 from mdw.data.decode import read_square
 from mdw.data.prepare import prepare
-from mdw.data.readers import read_flickr_folder, read_table
+from mdw.data.readers import read_flickr_folder
+from mdw.data.tables import read_table
 from mdw.data.webdataset import read_webdataset
 from mdw.errors import DataError
 from mdw.pipeline import run_pipeline

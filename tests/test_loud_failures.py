@@ -12,7 +12,8 @@ from helpers import TINY_RUN
 from mdw.cli.main import main as cli_main
 from mdw.config import DataConfig, EvalConfig, ModelConfig, RunConfig, apply_overrides
 from mdw.data.prepare import prepare
-from mdw.data.readers import hash_split, read_table
+from mdw.data.readers import hash_split
+from mdw.data.tables import read_table
 from mdw.distill.synset import DistilledSet
 from mdw.errors import DataError, DivergenceError
 from mdw.evaluate.students import StudentData, train_student

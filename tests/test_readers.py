@@ -16,7 +16,8 @@ from PIL import Image
 
 from mdw.config import DataConfig
 from mdw.data.pairset import BytesImages, FileImages
-from mdw.data.readers import hash_split, read_flickr_folder, read_karpathy, read_table
+from mdw.data.readers import hash_split, read_flickr_folder, read_karpathy
+from mdw.data.tables import read_table
 from mdw.data.sources import describe_source, detect_source, load_source
 from mdw.data.webdataset import read_webdataset
 from mdw.errors import DataError

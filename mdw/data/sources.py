@@ -11,7 +11,8 @@ import os
 from ..config import SOURCES, DataConfig
 from ..errors import ConfigError, DataError
 from .pairset import PairSet
-from .readers import FLICKR_CAPTION_FILES, read_flickr_folder, read_karpathy, read_table
+from .readers import FLICKR_CAPTION_FILES, read_flickr_folder, read_karpathy
+from .tables import read_table
 from .webdataset import SHARD_PATTERNS, read_webdataset
 
 LOOKED_FOR = ("a folder with captions.tsv or Flickr8k.token.txt (flickr8k), a folder of .tar shards "

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..csvio import write_csv
 from ..data.decode import read_square
-from ..data.readers import read_table
+from ..data.tables import read_table
 from ..models.text_context import describe_cut
 from ..runs.store import atomic_save
 from .data import PairTensors, to_float_images
