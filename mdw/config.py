@@ -141,32 +141,40 @@ class DistillConfig:
             raise ConfigError(f"distill.init: unknown {self.init!r}; known: clean, random")
         if self.alpha_init not in ("auto", "lr"):
             raise ConfigError(f"distill.alpha_init: unknown {self.alpha_init!r}; known: auto, lr")
-        if self.experts not in ("dtcl", "plain"):
-            raise ConfigError(f"distill.experts: unknown {self.experts!r}; known: dtcl, plain")
+        if self.experts not in ("dtcl", "plain", "filtered"):
+            raise ConfigError(f"distill.experts: unknown {self.experts!r}; known: dtcl, plain, filtered")
         if not (0.0 <= self.ceo_floor <= 1.0):
             raise ConfigError(f"distill.ceo_floor: must be in [0, 1], got {self.ceo_floor}")
 
 
-EVAL_METHODS = ("random", "mtt-vl", "lors", "mdw", "mdw-no-dtcl", "mdw-no-p", "mdw-no-ceo",
-                "expert-plain", "expert-dtcl")
+EVAL_METHODS = ("random", "clean-coreset", "mtt-vl", "lors", "filter-mtt-vl", "filter-lors", "mdw", "mdw-init",
+                "ladder-alpha", "ladder-text", "ladder-p", "ladder-images", "mdw-no-dtcl", "mdw-no-p", "mdw-no-ceo",
+                "expert-plain", "expert-dtcl")   # mdw/evaluate/methods.py says what each is; "ladder": its rungs
 
 
 @dataclass
 class EvalConfig:
     """Students trained from scratch on each method's M pairs (METHOD §8); recall on clean test."""
-    methods: list = field(default_factory=lambda: ["random", "mdw", "expert-dtcl"])  # of EVAL_METHODS
+    methods: list = field(default_factory=lambda: ["random", "mdw", "expert-dtcl"])  # of EVAL_METHODS, "NAME@adam"
     seeds: int = 3               # student seeds (mean ± std)
     steps: int = 300             # student optimiser steps
     batch_size: int = 0          # student minibatch; 0: all M pairs each step
-    optimizer: str = "alpha"     # alpha: distilled sets train by SGD with their learned α (METHOD §8), coresets
-    lr: float = 1e-3             #   (no α) by Adam at this lr | adam: every method by Adam at this lr
+    optimizer: str = "alpha"     # alpha: one protocol, SGD per parameter group: a distilled set at its learned α
+                                 #   (METHOD §8), a coreset at coreset_lr | adam: every method by Adam at lr
+    lr: float = 1e-3             # Adam's lr (evaluate.optimizer=adam, or a method written NAME@adam)
+    coreset_lr: float = 0.0      # SGD lr of a coreset's students; 0: the experts' lr (every distilled set's start α)
+    filter_fraction: float = -1.0  # filter-* baselines drop this fraction of pairs; < 0: the run's η (0.2 at η = 0)
     cross_arch: str = ""         # a second student preset (e.g. cpu-wide): cross-architecture rows
     baseline_iterations: int = 0  # distillation iterations of the distilled baselines; 0: distill.iterations
 
     def validate(self):
-        bad = [m for m in self.methods if m not in EVAL_METHODS]
+        bad = [m for m in self.methods if m.partition("@")[0] not in EVAL_METHODS + ("ladder",)
+               or m.partition("@")[2] not in ("", "adam")]
         if bad:
-            raise ConfigError(f"evaluate.methods: unknown {bad}; known: {', '.join(EVAL_METHODS)}")
+            raise ConfigError(f"evaluate.methods: unknown {bad}; known: {', '.join(EVAL_METHODS)}, ladder "
+                              f"(each may end in @adam: its students by Adam at evaluate.lr)")
+        if self.coreset_lr < 0 or self.filter_fraction >= 1:
+            raise ConfigError("evaluate: need coreset_lr >= 0 and filter_fraction < 1")
         if self.seeds < 1 or self.steps < 0:
             raise ConfigError("evaluate: need seeds >= 1 and steps >= 0")
         if self.optimizer not in ("adam", "alpha"):

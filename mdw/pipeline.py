@@ -53,13 +53,19 @@ def run_tensors(ctx, cfg: RunConfig, report=None, eval_split: str = "test") -> t
     return p, pairs, test
 
 
-def train_and_save_experts(ctx, cfg: RunConfig, dtcl: bool, report) -> None:
-    """Train DTCL (two tracks) or plain experts; write experts/<kind>/, dtcl/scores*, events."""
-    _, pairs, test = run_tensors(ctx, cfg, lambda f, m="": report(0.1 * f, m))
+def expert_config(cfg: RunConfig, dtcl: bool):
+    """The run's ExpertConfig for DTCL or plain experts, keeping the epochs distillation can use."""
     d = cfg.distill
     experts_cfg = dataclasses.replace(cfg.experts, dtcl=dtcl)
     if not experts_cfg.buffer_epochs:
         experts_cfg.buffer_epochs = min(cfg.experts.epochs, d.max_start_epoch + d.expert_epochs)
+    return experts_cfg
+
+
+def train_and_save_experts(ctx, cfg: RunConfig, dtcl: bool, report) -> None:
+    """Train DTCL (two tracks) or plain experts; write experts/<kind>/, dtcl/scores*, events."""
+    _, pairs, test = run_tensors(ctx, cfg, lambda f, m="": report(0.1 * f, m))
+    experts_cfg = expert_config(cfg, dtcl)
     res = train_experts(pairs, test, experts_cfg, cfg.model, cfg.data.image_size, seed=cfg.seed,
                         progress=lambda f, m="": report(0.1 + 0.9 * f, m),
                         on_epoch=lambda epoch, metrics: _epoch_event(ctx, dtcl, epoch, metrics))

@@ -40,3 +40,21 @@ TINY_RUN = ["data.scenes.n_train=60", "data.scenes.n_dev=10", "data.scenes.n_tes
             "distill.max_start_epoch=1", "distill.snapshots=1", "distill.ceo_refresh=2",
             "heatmaps.n_most=4", "heatmaps.n_least=4",
             "evaluate.steps=20", "evaluate.seeds=2"]
+
+
+def run_tiny(root, *extra, until=None, name="tiny"):
+    """A TINY_RUN pipeline run (plus `extra` overrides) in root/runs with its own cache in root/cache:
+    (store, run_id, exit code). Sets $MDW_CACHE (tests restore it with monkeypatch or a fixture)."""
+    import os
+
+    from mdw.config import RunConfig, apply_overrides
+    from mdw.pipeline import run_pipeline
+    from mdw.runs.context import run_in_context
+    from mdw.runs.store import RunStore
+
+    os.environ["MDW_CACHE"] = str(root / "cache")
+    cfg = apply_overrides(RunConfig(), TINY_RUN + ["model.device=cpu", "evaluate.methods=random,mdw"] + list(extra))
+    store = RunStore(str(root / "runs"))
+    run_id = store.create(cfg.to_dict(), name=name)
+    code = run_in_context(store, run_id, lambda ctx: run_pipeline(ctx, until=until))
+    return store, run_id, code

@@ -8,17 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_RUN
+from helpers import run_tiny
 from mdw.cli.main import main as cli_main
-from mdw.config import DataConfig, EvalConfig, ModelConfig, RunConfig, apply_overrides
+from mdw.config import DataConfig, EvalConfig, ModelConfig, RunConfig
 from mdw.data.prepare import prepare
 from mdw.data.readers import hash_split
 from mdw.data.tables import read_table
 from mdw.distill.synset import DistilledSet
 from mdw.errors import DataError, DivergenceError
 from mdw.evaluate.students import StudentData, train_student
-from mdw.pipeline import run_pipeline
-from mdw.runs.context import run_in_context
 from mdw.runs.store import RunStore, read_jsonl
 from mdw.runs.view import RunView
 from mdw.train.dtcl import equal_batches
@@ -34,12 +32,7 @@ def strict_lines(path) -> list:
 
 
 def tiny_run(tmp_path, *extra, until=None):
-    os.environ["MDW_CACHE"] = str(tmp_path / "cache")
-    cfg = apply_overrides(RunConfig(), TINY_RUN + ["model.device=cpu", "evaluate.methods=random,mdw"] + list(extra))
-    store = RunStore(str(tmp_path / "runs"))
-    run_id = store.create(cfg.to_dict(), name="loud")
-    code = run_in_context(store, run_id, lambda ctx: run_pipeline(ctx, until=until))
-    return store, run_id, code
+    return run_tiny(tmp_path, *extra, until=until, name="loud")
 
 
 # ----- 2. divergence ---------------------------------------------------------------------------------
@@ -76,7 +69,7 @@ def test_diverging_experts_stop_with_epoch_track_and_hint(tmp_path, monkeypatch)
 def test_diverging_student_stops_with_a_named_error():
     g = torch.Generator().manual_seed(0)
     data = StudentData(torch.rand(6, 3, 32, 32, generator=g), torch.randn(6, 384, generator=g), torch.eye(6),
-                       alpha=torch.tensor([1e30, 1e30, 1e30]))
+                       alpha=torch.tensor([1e30, 1e30, 1e30]), learned_alpha=True)
     with pytest.raises(DivergenceError) as e:
         train_student(data, ModelConfig(device="cpu"), 32, EvalConfig(steps=5), seed=3)
     assert e.value.stage == "evaluate" and "student seed 3" in e.value.at and "learned α" in str(e.value)

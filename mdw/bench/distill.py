@@ -19,7 +19,7 @@ from ..config import EVAL_METHODS, RunConfig, ScenesConfig
 from ..data.prepare import load_prepared
 from ..distill.stage import experts_available
 from ..errors import DataError
-from ..evaluate.stage import needs_plain
+from ..evaluate.methods import needs_plain
 from ..pipeline import ensure_experts, run_pipeline
 from ..runs.context import run_in_context
 from ..runs.manager import pid_alive

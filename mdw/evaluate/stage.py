@@ -1,16 +1,8 @@
-"""The `evaluate` stage: every method of `cfg.evaluate.methods` gets M pairs, fresh students train
-on them from scratch over several seeds, and their recall on the clean test split goes into one
-table, eval/results.json (METHOD §8). The methods share one code path and one budget:
-
-  random        M random training pairs as they are (noisy ones included), identity labels
-  mtt-vl        distilled with plain experts, identity labels, no CEO, random init
-  lors          distilled with plain experts, low-rank learned labels, WBCE loss, no CEO, random init;
-                its fixed part Z₀ starts sharp (a = log(9(M−1)), LoRS's identity-like base)
-  mdw           the run's own distilled set (the distill stage)
-  mdw-no-dtcl   MDW with plain experts and random init
-  mdw-no-p      MDW with identity labels
-  mdw-no-ceo    MDW without CEO
-  expert-plain, expert-dtcl   upper bounds: the experts trained on all the noisy data
+"""The `evaluate` stage: every method of `cfg.evaluate.methods` (mdw/evaluate/methods.py says
+what each is) gets M pairs, fresh students train on them from scratch over several seeds under one
+protocol, and their recall on the clean test split goes into one table, eval/results.json
+(METHOD §8); each row names its student protocol. The upper bounds `expert-plain`, `expert-dtcl`
+are the experts themselves, trained on all the noisy data.
 
 Distilled baselines are kept in eval/sets/<method>.pt, students' seed-0 weights in
 eval/students/<method>/seed0.pt; finished rows are not recomputed when a run resumes.
@@ -23,46 +15,12 @@ import time
 from typing import Callable
 
 from ..config import ModelConfig, RunConfig
-from ..distill.stage import distill_from_run
-from ..distill.synset import DistilledSet
 from ..runs.store import atomic_write_json, read_json
 from ..train.experts_io import experts_meta, load_expert
-from .students import (evaluate_model, from_coreset, from_distilled, mean_std, random_coreset, save_student,
-                       train_student)
+from .methods import expand_methods, method_set, needs_plain, protocol_text, student_config
+from .students import evaluate_model, mean_std, save_student, train_student
 
-DISTILLED = {
-    "mtt-vl": dict(experts="plain", labels="identity", ceo=False, init="random"),
-    "lors": dict(experts="plain", labels="lowrank", loss="wbce", ceo=False, init="random", z_init=0.0),
-    "mdw-no-dtcl": dict(experts="plain", init="random"),
-    "mdw-no-p": dict(labels="identity"),
-    "mdw-no-ceo": dict(ceo=False),
-}
 RESULTS = os.path.join("eval", "results.json")
-
-
-def needs_plain(methods) -> bool:
-    return any(m == "expert-plain" or DISTILLED.get(m, {}).get("experts") == "plain" for m in methods)
-
-
-def method_set(ctx, cfg: RunConfig, method: str, pairs, report: Callable):
-    """The StudentData of a method (distilling a baseline when it is not on disk yet)."""
-    if method == "random":
-        return from_coreset(pairs, random_coreset(len(pairs), cfg.distill.m, cfg.seed))
-    if method == "mdw":
-        return from_distilled(DistilledSet.load(ctx.path("distill", "distilled.pt")), cfg.distill.loss)
-    path = ctx.path("eval", "sets", f"{method}.pt")
-    if not os.path.isfile(path):
-        over = dict(DISTILLED[method])
-        if cfg.evaluate.baseline_iterations:
-            over["iterations"] = cfg.evaluate.baseline_iterations
-        dcfg = dataclasses.replace(cfg.distill, snapshots=0, **over)
-        t0 = time.time()
-        syn = distill_from_run(ctx.run_dir, pairs, cfg, dcfg, cfg.seed, progress=report)
-        syn.meta.update({"method": method, "seconds": time.time() - t0, **over})
-        syn.save(path)
-    syn = DistilledSet.load(path)
-    return from_distilled(syn, syn.meta.get("loss", cfg.distill.loss))
-
 
 def expert_row(ctx, cfg: RunConfig, kind: str, test) -> dict:
     """Upper bound: the experts themselves (DTCL: both tracks, as two seeds)."""
@@ -85,7 +43,7 @@ def stage_evaluate(ctx, cfg: RunConfig, report: Callable) -> None:
                        "preset": cfg.model.preset, "distill_iterations": cfg.distill.iterations}
     done = {(r["method"], r["arch"]) for r in table["rows"]}
     archs = [cfg.model.preset] + ([ev.cross_arch] if ev.cross_arch and ev.cross_arch != cfg.model.preset else [])
-    jobs = [(m, a) for m in ev.methods for a in (archs[:1] if m.startswith("expert-") else archs)]
+    jobs = [(m, a) for m in expand_methods(ev.methods) for a in (archs[:1] if m.startswith("expert-") else archs)]
     for k, (method, arch) in enumerate(jobs):
         if (method, arch) in done:
             continue
@@ -96,15 +54,17 @@ def stage_evaluate(ctx, cfg: RunConfig, report: Callable) -> None:
         else:
             data = method_set(ctx, cfg, method, pairs, lambda f, msg="": say(0.5 * f, msg))
             mcfg = ModelConfig(preset=arch, embed_dim=cfg.model.embed_dim, device=cfg.model.device)
+            scfg = student_config(ev, method)
             results = []
             for seed in range(ev.seeds):
                 say(0.5 + 0.5 * seed / ev.seeds, f"student seed {seed}")
-                model = train_student(data, mcfg, cfg.data.image_size, ev, seed)
+                model = train_student(data, mcfg, cfg.data.image_size, scfg, seed)
                 results.append(evaluate_model(model, test))
                 if seed == 0 and arch == archs[0]:
                     save_student(ctx.path("eval", "students", method, "seed0.pt"), model,
                                  cfg.model.embed_dim, cfg.data.image_size)
-            row = {"method": method, "M": cfg.distill.m, "arch": arch, "seeds": ev.seeds, **mean_std(results)}
+            row = {"method": method, "M": cfg.distill.m, "arch": arch, "seeds": ev.seeds,
+                   "protocol": protocol_text(data, scfg), **mean_std(results)}
         row["seconds"] = time.time() - t0
         table["rows"].append(row)
         atomic_write_json(path, table, indent=1)

@@ -30,7 +30,8 @@ class StudentData:
     g0: torch.Tensor                  # (M, g0_dim)
     targets: torch.Tensor             # (M, M) in [0, 1]
     loss: str = "soft"                # soft | wbce
-    alpha: Optional[torch.Tensor] = None  # (len(GROUPS),) learned step sizes (distilled sets)
+    alpha: Optional[torch.Tensor] = None  # (len(GROUPS),) SGD step sizes per parameter group
+    learned_alpha: bool = False       # alpha was learned by distillation (else a coreset's fixed lr)
 
     @property
     def m(self) -> int:
@@ -44,14 +45,15 @@ def from_distilled(syn: DistilledSet, loss: str = "soft") -> StudentData:
                  "distil again with lower learning rates")
     with torch.no_grad():
         return StudentData(syn.images.detach().clamp(0, 1).cpu(), syn.text.detach().cpu(), syn.p().detach().cpu(),
-                           loss, syn.alpha().detach().cpu())
+                           loss, syn.alpha().detach().cpu(), learned_alpha=True)
 
 
-def from_coreset(pairs: PairTensors, positions: np.ndarray) -> StudentData:
-    """M real training pairs as they are (noisy ones included), with identity labels."""
+def from_coreset(pairs: PairTensors, positions: np.ndarray, alpha: Optional[torch.Tensor] = None) -> StudentData:
+    """M real training pairs as they are (noisy ones included), with identity labels; `alpha`
+    (len(GROUPS),): the per-group SGD step sizes of the one student protocol (None: Adam)."""
     idx = torch.as_tensor(np.asarray(positions), dtype=torch.long)
     images = to_float_images(pairs.images[pairs.pair_image[idx]], torch.device("cpu"))
-    return StudentData(images, pairs.g0[idx].float(), torch.eye(len(idx)))
+    return StudentData(images, pairs.g0[idx].float(), torch.eye(len(idx)), alpha=alpha)
 
 
 def random_coreset(n_pairs: int, m: int, seed: int) -> np.ndarray:
@@ -95,9 +97,11 @@ def train_student(data: StudentData, model_cfg: ModelConfig, image_size: int, cf
 
 
 def _student_hint(data: StudentData, cfg: EvalConfig) -> str:
-    if cfg.optimizer == "alpha" and data.alpha is not None:
+    if cfg.optimizer == "alpha" and data.alpha is not None and data.learned_alpha:
         return (f"the students step at the set's learned α ({', '.join(f'{a:.3g}' for a in data.alpha.tolist())}); "
                 f"distil with a lower distill.lr_alpha, or train students by Adam (evaluate.optimizer=adam)")
+    if cfg.optimizer == "alpha" and data.alpha is not None:
+        return lower_lr_hint(("evaluate.coreset_lr", float(data.alpha[0])))
     return lower_lr_hint(("evaluate.lr", cfg.lr))
 
 
