@@ -162,7 +162,8 @@ class EvalConfig:
     optimizer: str = "alpha"     # alpha: one protocol, SGD per parameter group: a distilled set at its learned α
                                  #   (METHOD §8), a coreset at coreset_lr | adam: every method by Adam at lr
     lr: float = 1e-3             # Adam's lr (evaluate.optimizer=adam, or a method written NAME@adam)
-    coreset_lr: float = 0.0      # SGD lr of a coreset's students; 0: the experts' lr (every distilled set's start α)
+    coreset_lr: float = 0.1      # SGD lr of a coreset's students (every group); 0: the experts' lr. 0.1: best on the
+                                 #   scenes dev split at M 20 and 50 (docs/benchmarks/coreset_protocol.md)
     filter_fraction: float = -1.0  # filter-* baselines drop this fraction of pairs; < 0: the run's η (0.2 at η = 0)
     cross_arch: str = ""         # a second student preset (e.g. cpu-wide): cross-architecture rows
     baseline_iterations: int = 0  # distillation iterations of the distilled baselines; 0: distill.iterations

@@ -43,7 +43,7 @@ def test_every_method_has_a_row_with_its_protocol(baselines_run):
     for name, r in rows.items():
         assert 0 <= r["mean_recall"] <= 100 and np.isfinite(r["mean_recall_std"]), name
     assert rows["random@adam"]["protocol"] == "Adam, lr 0.001"
-    assert rows["random"]["protocol"] == "SGD, lr 0.03 / 0.03 / 0.03 (visual/text/logit_scale)"   # the experts' lr
+    assert rows["random"]["protocol"] == "SGD, lr 0.1 / 0.1 / 0.1 (visual/text/logit_scale)"   # evaluate.coreset_lr
     assert rows["clean-coreset"]["protocol"] == rows["random"]["protocol"]
     assert rows["mdw"]["protocol"].startswith("SGD, learned α ")
     assert rows["mdw-init"]["protocol"] == "SGD, learned α 0.03 / 0.03 / 0.03 (visual/text/logit_scale)"

@@ -130,6 +130,7 @@ def test_learned_step_sizes_drive_sgd_per_group():
 def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     from mdw.bench import sweep
     from mdw.errors import ConfigError
+    from mdw.evaluate.methods import coreset_alpha
     from mdw.evaluate.students import from_coreset, random_coreset
     from mdw.pipeline import run_data
     from mdw.train.data import build_tensors
@@ -148,7 +149,7 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     ctx = type("C", (), {"run_dir": run_dir, "path": lambda self, *p: os.path.join(run_dir, *p)})()
     pairs, dev = build_tensors(run_data(ctx, cfg), build_model(cfg.model, 32, seed=cfg.seed).text,
                                cfg.resolved_cache_dir(), eval_split="dev")   # built here by hand, not via the sweep
-    data = from_coreset(pairs, random_coreset(len(pairs), cfg.distill.m, cfg.seed))
+    data = from_coreset(pairs, random_coreset(len(pairs), cfg.distill.m, cfg.seed), coreset_alpha(cfg))  # SGD 0.1
     ev = dict(evaluate_model(train_student(data, cfg.model, 32, cfg.evaluate, 0), dev))
     assert rows[0]["mean_recall"] == pytest.approx(ev["mean_recall"]) and len(dev.images) == 10
     again = sweep.SweepConfig(run_dir=run_dir, variants={"random": {"coreset": True}}, seeds=1, out_dir=str(tmp_path),
@@ -158,6 +159,13 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     assert sorted((r["variant"], r["eval"], r["mean_recall"] == 1.0) for r in kept) == [
         ("fast-p", "adam", False), ("fast-p", "alpha", False), ("random", "default", True)]
     assert run_dir not in open(paths[1]).read()                    # no machine path in the record
+    clean = sweep.sweep_variant(run_dir, cfg, pairs, dev, "clean", {"coreset": "clean"}, 1)[0]
+    start = DistilledSet.load(os.path.join(run_dir, "distill", "snapshots", "it_00000.pt")).init_pairs
+    data = from_coreset(pairs, np.searchsorted(pairs.pair_ids, start), coreset_alpha(cfg))   # MDW's start pairs
+    assert clean["mean_recall"] == pytest.approx(evaluate_model(train_student(data, cfg.model, 32, cfg.evaluate, 0),
+                                                                dev)["mean_recall"])
+    with pytest.raises(ConfigError, match="coreset must be"):
+        sweep.sweep_variant(run_dir, cfg, pairs, dev, "x", {"coreset": "nope"}, 1)
     with pytest.raises(ConfigError, match="distill.lr_zz"):
         sweep.read_variants('{"x": {"distill": {"lr_zz": 1}}}')
     with pytest.raises(ConfigError, match="not JSON"):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import EvalConfig, RunConfig
 from ..errors import ConfigError
+from ..evaluate.methods import coreset_alpha
 from .report import markdown_table, read_previous, write_results
 
 COLUMNS = ["dataset", "eta", "M", "iterations", "variant", "eval", "mean_recall", "mean_recall_std", "IR@1", "TR@1",
@@ -59,14 +60,13 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
     """The rows (one per evaluation setting) of one variant."""
     from ..distill.stage import distill_from_run
     from ..distill.synset import DistilledSet
-    from ..evaluate.students import (evaluate_model, from_coreset, from_distilled, mean_std, random_coreset,
-                                     train_student)
+    from ..evaluate.students import evaluate_model, from_distilled, mean_std, train_student
 
     dcfg = dataclasses.replace(cfg.distill, snapshots=0, **v.get("distill", {}))
     dcfg.validate()
     losses, t0, syn = [], time.time(), None
     if v.get("coreset"):
-        data = from_coreset(pairs, random_coreset(len(pairs), dcfg.m, cfg.seed))
+        data = _coreset(run_dir, cfg, pairs, dcfg.m, v["coreset"])
     else:
         syn = DistilledSet.load(v["load"]) if v.get("load") else distill_from_run(
             run_dir, pairs, cfg, dcfg, cfg.seed, on_iteration=lambda it, m: losses.append(m["L_TM"]))
@@ -79,9 +79,29 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
     rows = []
     for label, over in (v.get("evals") or {"default": {}}).items():
         ev = dataclasses.replace(cfg.evaluate, seeds=seeds, **over)
+        if v.get("coreset"):   # a coreset's SGD lr is an evaluation setting (evaluate.coreset_lr)
+            data.alpha = coreset_alpha(dataclasses.replace(cfg, evaluate=ev))
         res = [evaluate_model(train_student(data, cfg.model, cfg.data.image_size, ev, s), dev) for s in range(seeds)]
         rows.append({**base, "eval": label, "eval_overrides": over, **mean_std(res)})
     return rows
+
+
+def _coreset(run_dir: str, cfg: RunConfig, pairs, m: int, kind):
+    """M real pairs: `random` (or true) from every training pair, `clean` from the pool MDW starts
+    from (its experts' last consensus ≥ 0.5), both drawn with the run's seed (evaluate.methods'
+    random / clean-coreset)."""
+    from ..distill.distill import choose_init_pairs
+    from ..evaluate.methods import mdw_experts
+    from ..evaluate.students import from_coreset, random_coreset
+    from ..train.experts_io import load_scores
+
+    if kind == "clean":
+        pos = choose_init_pairs(load_scores(run_dir, mdw_experts(cfg))["consensus"][-1], len(pairs), m, "clean", cfg.seed)
+    elif kind in (True, "random"):
+        pos = random_coreset(len(pairs), m, cfg.seed)
+    else:
+        raise ConfigError(f"bench sweep: coreset must be true, \"random\" or \"clean\", got {kind!r}")
+    return from_coreset(pairs, pos)
 
 
 def run(cfg: SweepConfig, log=print) -> tuple:
@@ -116,7 +136,8 @@ def write(cfg: SweepConfig, rows: list) -> tuple:
     flat = [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
     md = ("# Distillation settings on the dev split (`python -m mdw bench sweep`)\n\n"
           "Students from scratch on each variant's set, scored on the clean DEV split (never the test split), "
-          "mean over seeds. `eval`: the student protocol (alpha: SGD with the set's learned α; adam: Adam). "
+          "mean over seeds. `eval`: the student protocol (SGD with the set's learned α, or a coreset's "
+          "evaluate.coreset_lr; adam: Adam at evaluate.lr). "
           "p_diag: the mean diagonal of the row-normalised P̃ at the end.\n\n"
           + markdown_table(flat, COLUMNS + ["overrides"]) + "\n## Runs\n\n"
           + "\n".join(f"- {c['run_dir']}: {c['seeds']} seeds. {c.get('note', '')}" for c in runs) + "\n")

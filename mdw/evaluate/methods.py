@@ -17,8 +17,8 @@ Distilled sets (all through `distill_from_run`, differing only in their DistillC
                   training pairs with the highest per-pair loss under the plain expert, train plain
                   experts on the rest (experts/filtered/), distil from the rest with them.
 Student protocol: one for every method (`evaluate.optimizer=alpha`, the default): SGD, per parameter
-group, at a distilled set's learned α, or at `evaluate.coreset_lr` for a coreset (0: the experts' lr,
-the α every distilled set starts from). `METHOD@adam` trains that method's students by Adam at
+group, at a distilled set's learned α, or at `evaluate.coreset_lr` for a coreset (0.1, chosen on the
+scenes dev split: docs/benchmarks/coreset_protocol.md; 0: the experts' lr, every distilled set's start α). `METHOD@adam` trains that method's students by Adam at
 `evaluate.lr` instead (the other protocol, reported beside it); `evaluate.optimizer=adam` does so
 for every method.
 """
