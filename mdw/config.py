@@ -112,9 +112,11 @@ class DistillConfig:
     expert_epochs: int = 2       # K: target θ*_{s+K}
     max_start_epoch: int = 4     # s < max_start_epoch
     syn_batch: int = 0           # student minibatch size; 0: all M
-    loss: str = "soft"           # soft (contrastive vs row-normalised P̃) | wbce
-    labels: str = "soft"         # soft: P̃ learned (MDW) | identity: hard labels | lowrank: LoRS-style
-    rank: int = 4                # r of the low-rank labels
+    loss: str = "soft"           # soft (contrastive vs row-normalised P̃) | wbce | lors: LoRS's wBCE (docs/lors.md)
+    labels: str = "soft"         # soft: P̃ learned (MDW) | identity: hard labels | lowrank: sigmoid(Z₀ + U Vᵀ)
+    #                              (our earlier LoRS approximation) | lors: LoRS's S̃ = diag(ω) + (α/r) L Rᵀ
+    rank: int = 4                # r of the low-rank labels (lowrank, lors)
+    lors_alpha: float = 3.0      # α of LoRS's S̃ (labels=lors; their Flickr-100 script: 3, rank 10)
     z_init: float = 3.0          # a: Z = +a on the diagonal, −a elsewhere (METHOD §4); <= 0: a = log(9(M−1))
     ceo: bool = True             # correspondence-enhanced pixel updates (§6)
     ceo_topk: int = 3
@@ -133,10 +135,12 @@ class DistillConfig:
     def validate(self):
         if self.m < 2 or self.iterations < 0 or self.syn_steps < 1:
             raise ConfigError("distill: need m >= 2, iterations >= 0, syn_steps >= 1")
-        if self.labels not in ("soft", "identity", "lowrank"):
-            raise ConfigError(f"distill.labels: unknown {self.labels!r}; known: soft, identity, lowrank")
-        if self.loss not in ("soft", "wbce"):
-            raise ConfigError(f"distill.loss: unknown {self.loss!r}; known: soft, wbce")
+        if self.labels not in ("soft", "identity", "lowrank", "lors"):
+            raise ConfigError(f"distill.labels: unknown {self.labels!r}; known: soft, identity, lowrank, lors")
+        if self.loss not in ("soft", "wbce", "lors"):
+            raise ConfigError(f"distill.loss: unknown {self.loss!r}; known: soft, wbce, lors")
+        if self.rank < 1:
+            raise ConfigError(f"distill.rank: must be >= 1, got {self.rank}")
         if self.init not in ("clean", "random"):
             raise ConfigError(f"distill.init: unknown {self.init!r}; known: clean, random")
         if self.alpha_init not in ("auto", "lr"):

@@ -35,7 +35,7 @@ def init_distilled(pairs: PairTensors, consensus: Optional[np.ndarray], cfg: Dis
     idx = torch.from_numpy(pos)
     return DistilledSet.from_real(pairs.images[pairs.pair_image[idx]], pairs.g0[idx], pairs.pair_ids[pos], lr,
                                   cfg.z_init, meta={"init": cfg.init, "positions": pos.tolist()},
-                                  labels=cfg.labels, rank=cfg.rank, seed=seed)
+                                  labels=cfg.labels, rank=cfg.rank, seed=seed, lors_alpha=cfg.lors_alpha)
 
 
 def snapshot_iterations(cfg: DistillConfig) -> set:

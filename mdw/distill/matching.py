@@ -14,7 +14,7 @@ import torch
 from torch.func import functional_call
 
 from .synset import GROUPS, DistilledSet, param_group
-from ..train.losses import soft_contrastive, wbce
+from ..train.losses import loss_function
 
 
 class Student:
@@ -27,7 +27,7 @@ class Student:
         self.shapes = [p.shape for _, p in model.trainable_parameters()]
         self.group_of = torch.tensor([GROUPS.index(param_group(n)) for n in self.names]).repeat_interleave(
             torch.tensor(self.sizes))
-        self.loss_fn = soft_contrastive if loss == "soft" else wbce
+        self.loss_fn = loss_function(loss)
 
     def alpha_vector(self, log_alpha: torch.Tensor) -> torch.Tensor:
         return log_alpha.exp()[self.group_of.to(log_alpha.device)]

@@ -6,7 +6,9 @@ P̃ = sigmoid(Z) ∈ [0,1]^{M×M}, Z = +a on the diagonal and −a elsewhere, so
 (runs: a = 3, METHOD §4, so P̃ = 0.95 / 0.05 and Z sits where sigmoid still responds; a <= 0 here
 means a = log(9(M−1)): the row-normalised targets then keep 0.9 on the diagonal, a sharp start).
 Label modes: `soft` (Z learned, MDW), `identity` (P̃ = I, hard labels: MTT-VL-style and the "no P̃"
-ablation), `lowrank` (P̃ = sigmoid(Z₀ + U Vᵀ) with Z₀ fixed and U, V of rank r learned: LoRS-style).
+ablation), `lowrank` (P̃ = sigmoid(Z₀ + U Vᵀ) with Z₀ fixed and U, V of rank r learned: our earlier
+LoRS approximation), `lors` (LoRS as published: S̃ = diag(ω) + (α/r) L Rᵀ used as the targets without a
+sigmoid, ω, L, R learned; mdw/distill/lors.py, docs/lors.md).
 α: log step sizes, one per parameter group (here: the image tower, the text projection, the logit
 scale), initialised to the experts' learning rate; α = exp(log_alpha) stays positive.
 `init_from` records which real pairs the set started from (for decoding and the audit view).
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runs.store import atomic_save
+from .lors import lors_init, lors_scale, lors_similarity
 
 GROUPS = ("visual", "text", "logit_scale")
 
@@ -39,33 +42,39 @@ class DistilledSet:
     log_alpha: torch.Tensor         # (len(GROUPS),)
     init_pairs: np.ndarray          # (M,) the real pairs Ṽ, T̃ started from
     meta: dict = field(default_factory=dict)
-    labels: str = "soft"            # soft | identity | lowrank
-    u: Optional[torch.Tensor] = None  # (M, r) low-rank factors (labels == "lowrank")
+    labels: str = "soft"            # soft | identity | lowrank | lors
+    u: Optional[torch.Tensor] = None  # (M, r) low-rank factors (lowrank: U, V; lors: L, R)
     v: Optional[torch.Tensor] = None
+    w: Optional[torch.Tensor] = None  # (M,) LoRS's learned diagonal ω (labels == "lors")
+    sim_scale: float = 1.0          # LoRS's α / r (labels == "lors")
 
     @property
     def m(self) -> int:
         return self.images.shape[0]
 
     def p(self) -> torch.Tensor:
+        """The student's targets (M, M): P̃ in [0, 1], or LoRS's S̃ (labels "lors", not bounded)."""
         if self.labels == "identity":
             return torch.eye(self.m, dtype=self.z.dtype, device=self.z.device)
         if self.labels == "lowrank":
             return torch.sigmoid(self.z + self.u @ self.v.t())
+        if self.labels == "lors":
+            return lors_similarity(self.w, self.u, self.v, self.sim_scale)
         return torch.sigmoid(self.z)
 
     def label_leaves(self) -> list:
         """The tensors that carry P̃'s learnable part (none for identity labels)."""
-        return {"soft": [self.z], "identity": [], "lowrank": [self.u, self.v]}[self.labels]
+        return {"soft": [self.z], "identity": [], "lowrank": [self.u, self.v], "lors": [self.w, self.u, self.v]}[self.labels]
 
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
 
     def tensors(self) -> list:
-        return [self.images, self.text, self.z, self.log_alpha] + ([self.u, self.v] if self.u is not None else [])
+        return ([self.images, self.text, self.z, self.log_alpha] + ([self.u, self.v] if self.u is not None else [])
+                + ([self.w] if self.w is not None else []))
 
     def to(self, device) -> "DistilledSet":
-        for name in ("images", "text", "z", "log_alpha", "u", "v"):
+        for name in ("images", "text", "z", "log_alpha", "u", "v", "w"):
             t = getattr(self, name)
             if t is not None:
                 setattr(self, name, t.to(device).detach())
@@ -79,14 +88,17 @@ class DistilledSet:
     @classmethod
     def from_real(cls, images_u8: torch.Tensor, g0: torch.Tensor, pair_ids: np.ndarray, lr: float,
                   z_init: float = 0.0, meta: Optional[dict] = None, labels: str = "soft", rank: int = 4,
-                  seed: int = 0) -> "DistilledSet":
+                  seed: int = 0, lors_alpha: float = 1.0) -> "DistilledSet":
         """Ṽ, T̃ from M real pairs (uint8 images (M, S, S, 3), their captions' g0 features);
-        z_init <= 0: a = log(9(M−1))."""
+        z_init <= 0: a = log(9(M−1)). labels "lors": ω = 1, L ~ N(0, 1), R = 0 (S̃ = I), scale α/r
+        with α = lors_alpha, r = rank (lors_init). Raises ValueError for rank < 1 with "lors"."""
         m = len(pair_ids)
         a = z_init if z_init > 0 else math.log(9.0 * max(m - 1, 1))
         z = torch.full((m, m), -a)
         z.fill_diagonal_(a)
-        u = v = None
+        u = v = w = None
+        if labels == "lors":
+            w, u, v = lors_init(m, rank, seed)
         if labels == "lowrank":  # U Vᵀ starts small, not zero, so both factors get gradients
             gen = torch.Generator().manual_seed(seed)
             u = 0.01 * torch.randn(m, rank, generator=gen)
@@ -94,13 +106,15 @@ class DistilledSet:
         return cls(images=images_u8.permute(0, 3, 1, 2).float().div(255.0).contiguous(),
                    text=g0.detach().float().clone(), z=z,
                    log_alpha=torch.full((len(GROUPS),), math.log(lr)),
-                   init_pairs=np.asarray(pair_ids, dtype=np.int64), meta=dict(meta or {}), labels=labels, u=u, v=v)
+                   init_pairs=np.asarray(pair_ids, dtype=np.int64), meta=dict(meta or {}), labels=labels, u=u, v=v,
+                   w=w, sim_scale=lors_scale(lors_alpha, rank) if labels == "lors" else 1.0)
 
     def state(self) -> dict:
         return {"images": self.images.detach().cpu(), "text": self.text.detach().cpu(), "z": self.z.detach().cpu(),
                 "log_alpha": self.log_alpha.detach().cpu(), "init_pairs": torch.from_numpy(self.init_pairs),
                 "meta": self.meta, "labels": self.labels,
-                **({"u": self.u.detach().cpu(), "v": self.v.detach().cpu()} if self.u is not None else {})}
+                **({"u": self.u.detach().cpu(), "v": self.v.detach().cpu()} if self.u is not None else {}),
+                **({"w": self.w.detach().cpu(), "sim_scale": float(self.sim_scale)} if self.w is not None else {})}
 
     def save(self, path: str) -> None:
         """Write the set atomically. Raises DivergenceError (nothing written) when a tensor holds
@@ -115,7 +129,7 @@ class DistilledSet:
     def load(cls, path: str, device: str = "cpu") -> "DistilledSet":
         s = torch.load(path, map_location=device, weights_only=True)
         return cls(s["images"], s["text"], s["z"], s["log_alpha"], s["init_pairs"].numpy(), s.get("meta", {}),
-                   s.get("labels", "soft"), s.get("u"), s.get("v"))
+                   s.get("labels", "soft"), s.get("u"), s.get("v"), s.get("w"), float(s.get("sim_scale", 1.0)))
 
     def images_u8(self) -> np.ndarray:
         """Ṽ as displayable uint8 (M, S, S, 3), clipped to [0, 1]."""

@@ -6,6 +6,9 @@
                     ℓ_i = −Σ_{j≠i} log(1 − softmax_j(z_i·)_j) − Σ_{j≠i} log(1 − softmax_j(z_·i)_j)
                     L_comp = mean_i ℓ_i, bounded and never pulls a (possibly wrong) positive together.
 `soft_contrastive`  symmetric cross-entropy against row-normalised soft targets (METHOD §5).
+`wbce`              our earlier LoRS-style BCE, entries weighted by their P mass (kept for old sets).
+`lors_wbce`         LoRS's weighted BCE as published (Xu et al. 2024; docs/lors.md).
+`loss_function(name)` maps a config's loss name (soft | wbce | lors) to one of these.
 """
 from __future__ import annotations
 
@@ -58,3 +61,37 @@ def wbce(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     pos = targets / targets.sum().clamp_min(1e-8)
     neg = (1 - targets) / (1 - targets).sum().clamp_min(1e-8)
     return -(pos * F.logsigmoid(z)).sum() - (neg * F.logsigmoid(-z)).sum()
+
+
+def lors_wbce(z: torch.Tensor, targets: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LoRS's weighted BCE (Xu et al., ICML 2024, the wBCE loss; their code's
+    MultilabelContrastiveLoss "WBCE"): with p = sigmoid(z) and S the learned similarity targets,
+        ℓ_ij = −S_ij log(p_ij + ε) − (1 − S_ij) log(1 − p_ij + ε),   ε = 1e-6 (as in their code)
+        L = ½ [ mean of ℓ_ij over positives (S_ij > 0.5) + mean of ℓ_ij over negatives (S_ij <= 0.5) ]
+    The masks come from S (no gradient through them); S itself is not clipped to [0, 1]. ε is kept
+    on purpose: once S̃ leaves [0, 1], ℓ without it is unbounded below as |z| grows (our students
+    can raise their logit scale); with it ℓ stays above about −(S − 1) log(1/ε) for S > 1 and
+    S log(1/ε) for S < 0. An empty positive or negative set contributes 0.
+
+    z: (B, B) float logits (z_ij = s_ij / τ); targets: (B, B) float S. Returns a 0-dim tensor.
+    Raises ValueError when the shapes differ.
+    """
+    if z.shape != targets.shape:
+        raise ValueError(f"lors_wbce: logits {tuple(z.shape)} and targets {tuple(targets.shape)} differ")
+    p = torch.sigmoid(z)
+    ell = -targets * torch.log(p + eps) - (1 - targets) * torch.log(1 - p + eps)
+    pos = (targets > 0.5).detach()
+    zero = ell.new_zeros(())
+    pos_mean = torch.where(pos, ell, zero).sum() / pos.sum().clamp_min(1)
+    neg_mean = torch.where(~pos, ell, zero).sum() / (~pos).sum().clamp_min(1)
+    return 0.5 * (pos_mean + neg_mean)
+
+
+LOSSES = {"soft": soft_contrastive, "wbce": wbce, "lors": lors_wbce}
+
+
+def loss_function(name: str):
+    """The student loss of a config name: soft | wbce | lors. Raises ValueError for another name."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown student loss {name!r}; known: {', '.join(LOSSES)}")
+    return LOSSES[name]
