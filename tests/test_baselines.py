@@ -82,6 +82,8 @@ def test_filter_recipe_drops_the_highest_loss_pairs_and_trains_its_own_experts(b
     for name in ("filter-mtt-vl", "filter-lors"):
         s = sets(store, run_id, name)
         assert s.meta["experts"] == "filtered"
+    lors = sets(store, run_id, "filter-lors")        # LoRS as published (docs/lors.md)
+    assert lors.labels == "lors" and lors.meta["loss"] == "lors" and lors.meta["lr_z"] == 0.01
     scores = np.load(os.path.join(run_dir, "dtcl", "scores_plain.npz"))
     dropped = sorted(set(range(n)) - kept)
     assert scores["lossA"][-1][dropped].min() >= scores["lossA"][-1][sorted(kept)].max()

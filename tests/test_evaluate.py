@@ -76,7 +76,8 @@ def test_evaluate_table_has_every_method_and_arch(tiny_run):
         assert r["mean_recall"] == pytest.approx(np.mean([r[f"{d}R@{k}"] for d in "IT" for k in (1, 5, 10)]))
     sets = {m: DistilledSet.load(os.path.join(run_dir, "eval", "sets", f"{m}.pt")) for m in ("mtt-vl", "lors", "mdw-no-p")}
     assert sets["mtt-vl"].labels == "identity" and sets["mtt-vl"].meta["experts"] == "plain"
-    assert sets["lors"].labels == "lowrank" and sets["lors"].meta["loss"] == "wbce" and sets["lors"].u.shape == (8, 4)
+    assert sets["lors"].labels == "lors" and sets["lors"].meta["loss"] == "lors" and sets["lors"].u.shape == (8, 4)
+    assert sets["lors"].w.shape == (8,) and sets["lors"].sim_scale == 3.0 / 4          # S̃ = diag(ω) + (α/r) L Rᵀ
     assert sets["mdw-no-p"].labels == "identity" and not sets["mtt-vl"].meta["ceo"]
     assert os.path.isfile(os.path.join(run_dir, "eval", "students", "mdw", "seed0.pt"))
     assert table["config"]["M"] == 8 and table["config"]["evaluate"]["seeds"] == 2

@@ -41,7 +41,9 @@ from ..train.data import PairTensors
 from ..train.experts_io import load_scores
 from .students import StudentData, from_coreset, from_distilled, random_coreset
 
-_LORS = dict(labels="lowrank", loss="wbce", ceo=False, init="random", z_init=0.0)
+# LoRS as published (docs/lors.md): S̃ = diag(ω) + (α/r) L Rᵀ from the identity, its wBCE; lr_z 0.01
+# (0.1 broke the set on the scenes dev split: ω grew to 3.5)
+_LORS = dict(labels="lors", loss="lors", ceo=False, init="random", rank=4, lors_alpha=3.0, lr_z=0.01)
 DISTILLED = {
     "mtt-vl": dict(experts="plain", labels="identity", ceo=False, init="random"),
     "lors": dict(experts="plain", **_LORS),

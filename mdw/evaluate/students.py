@@ -20,7 +20,7 @@ from ..models.presets import build_model
 from ..runs.store import atomic_save
 from ..train.data import PairTensors, RetrievalSplit, embed_split, to_float_images
 from ..train.finite import check_finite, lower_lr_hint
-from ..train.losses import soft_contrastive, wbce
+from ..train.losses import loss_function
 from .retrieval import recall_at_k
 
 
@@ -28,8 +28,8 @@ from .retrieval import recall_at_k
 class StudentData:
     images: torch.Tensor              # (M, 3, S, S) float in [0, 1]
     g0: torch.Tensor                  # (M, g0_dim)
-    targets: torch.Tensor             # (M, M) in [0, 1]
-    loss: str = "soft"                # soft | wbce
+    targets: torch.Tensor             # (M, M): in [0, 1], except LoRS's S̃ (labels=lors), which may leave it
+    loss: str = "soft"                # soft | wbce | lors (mdw.train.losses.loss_function)
     alpha: Optional[torch.Tensor] = None  # (len(GROUPS),) SGD step sizes per parameter group
     learned_alpha: bool = False       # alpha was learned by distillation (else a coreset's fixed lr)
 
@@ -78,7 +78,7 @@ def train_student(data: StudentData, model_cfg: ModelConfig, image_size: int, cf
     dev = model.device
     images, g0, targets = data.images.to(dev), data.g0.to(dev), data.targets.to(dev)
     opt = _optimizer(model, data, cfg)
-    loss_fn = soft_contrastive if data.loss == "soft" else wbce
+    loss_fn = loss_function(data.loss)
     gen = torch.Generator().manual_seed(seed)
     bs = cfg.batch_size if 0 < cfg.batch_size < data.m else data.m
     model.train()
