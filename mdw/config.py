@@ -127,6 +127,7 @@ class DistillConfig:
     lr_z: float = 0.2            # Adam, P̃'s logits (a = 3, lr 0.2: chosen on the dev split, docs/benchmarks/distill_sweep.md)
     lr_alpha: float = 0.01       # Adam, log step sizes
     alpha_init: str = "lr"       # lr: the experts' lr (METHOD §4) | auto: N steps cover the expert's K-epoch move (ours)
+    alpha_start: float = 0.0     # with alpha_init=lr: α's start; 0: the experts' lr
     precondition: bool = False   # True: students step along the experts' Adam scaling (ours; measured worse, off)
     init: str = "clean"          # clean: start from pairs DTCL trusts | random
     snapshots: int = 10          # snapshots of (Ṽ, T̃, P̃) kept, evenly spaced (plus the start and end)
@@ -143,6 +144,8 @@ class DistillConfig:
             raise ConfigError(f"distill.rank: must be >= 1, got {self.rank}")
         if self.init not in ("clean", "random"):
             raise ConfigError(f"distill.init: unknown {self.init!r}; known: clean, random")
+        if self.alpha_start < 0:
+            raise ConfigError(f"distill.alpha_start: must be >= 0, got {self.alpha_start}")
         if self.alpha_init not in ("auto", "lr"):
             raise ConfigError(f"distill.alpha_init: unknown {self.alpha_init!r}; known: auto, lr")
         if self.experts not in ("dtcl", "plain", "filtered"):

@@ -112,3 +112,22 @@ def test_filter_keep_and_method_names():
     for bad in (["nope"], ["random@sgd"]):
         with pytest.raises(ConfigError, match="evaluate.methods: unknown"):
             EvalConfig(methods=bad).validate()
+
+
+def test_alpha_start_sets_where_the_step_sizes_begin(baselines_run):
+    import dataclasses
+
+    from mdw.config import RunConfig
+    from mdw.distill.stage import distill_from_run
+    from mdw.pipeline import run_tensors
+    from mdw.runs.context import RunContext
+    store, run_id = baselines_run
+    ctx = RunContext(store, run_id)
+    cfg = RunConfig.from_dict(ctx.config)
+    _, pairs, _ = run_tensors(ctx, cfg)
+    for start, want in ((0.1, 0.1), (0.0, cfg.experts.lr)):
+        d = dataclasses.replace(cfg.distill, iterations=0, alpha_start=start)
+        syn = distill_from_run(ctx.run_dir, pairs, cfg, d, cfg.seed)
+        assert torch.allclose(syn.alpha(), torch.full((3,), want))
+    with pytest.raises(ConfigError, match="alpha_start"):
+        dataclasses.replace(cfg.distill, alpha_start=-1.0).validate()

@@ -40,7 +40,7 @@ def distill_from_run(run_dir: str, pairs: PairTensors, cfg: RunConfig, dcfg: Dis
     consensus = None
     if dcfg.init == "clean":
         consensus = load_scores(run_dir, kind)["consensus"][-1]
-    syn = init_distilled(pairs, consensus, dcfg, cfg.experts.lr, seed)
+    syn = init_distilled(pairs, consensus, dcfg, dcfg.alpha_start or cfg.experts.lr, seed)
     return distill(syn, trajectories(run_dir, kind), cfg.model, cfg.data.image_size, dcfg, seed=seed,
                    progress=progress, on_iteration=on_iteration, on_snapshot=on_snapshot)
 
