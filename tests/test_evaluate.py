@@ -132,7 +132,7 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     from mdw.bench import sweep
     from mdw.errors import ConfigError
     from mdw.evaluate.methods import coreset_alpha
-    from mdw.evaluate.students import from_coreset, random_coreset
+    from mdw.evaluate.students import from_coreset, from_distilled, random_coreset
     from mdw.pipeline import run_data
     from mdw.train.data import build_tensors
 
@@ -165,6 +165,12 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     data = from_coreset(pairs, np.searchsorted(pairs.pair_ids, start), coreset_alpha(cfg))   # MDW's start pairs
     assert clean["mean_recall"] == pytest.approx(evaluate_model(train_student(data, cfg.model, 32, cfg.evaluate, 0),
                                                                 dev)["mean_recall"])
+    curve = sweep.sweep_variant(run_dir, cfg, pairs, dev, "c", {"curve": 2, "distill": {"iterations": 4}}, 1)
+    assert [r["iterations"] for r in curve] == [0, 2, 4] and curve[0]["L_TM_end"] is None
+    assert curve[2]["distill_seconds"] > 0 and curve[1]["L_TM_end"] > 0
+    start = from_distilled(DistilledSet.load(os.path.join(run_dir, "distill", "snapshots", "it_00000.pt")))
+    assert curve[0]["mean_recall"] == pytest.approx(evaluate_model(train_student(start, cfg.model, 32, cfg.evaluate, 0),
+                                                                   dev)["mean_recall"])   # iteration 0: MDW's start
     with pytest.raises(ConfigError, match="coreset must be"):
         sweep.sweep_variant(run_dir, cfg, pairs, dev, "x", {"coreset": "nope"}, 1)
     with pytest.raises(ConfigError, match="distill.lr_zz"):

@@ -3,8 +3,9 @@
 From one finished run's data and experts, each variant distills a set with its DistillConfig
 overrides (or takes a random coreset, or loads a saved set), then fresh students train on it under
 one or more EvalConfig overrides and are scored on the clean dev split, mean over seeds.
-Variants come from a JSON object {name: {"distill": {...}, "evals": {label: {...}}, "coreset": bool,
-"load": path}}. Writes <out>/<name>.{md,json,config.json}; rows carry the variant's overrides.
+Variants come from a JSON object {name: {"distill": {...}, "evals": {label: {...}}, "coreset": bool |
+"random" | "clean", "load": path, "curve": K}}; with "curve": K one distillation is scored at K + 1
+evenly spaced iterations (0, the start, included; L_TM_end: the mean of the 10 before). Writes <out>/<name>.{md,json,config.json}; rows carry the variant's overrides.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def read_variants(text_or_path: str) -> dict:
     known_d = {f.name for f in dataclasses.fields(RunConfig().distill)}
     known_e = {f.name for f in dataclasses.fields(EvalConfig)}
     for name, v in variants.items():
-        bad = set(v) - {"distill", "evals", "coreset", "load"}
+        bad = set(v) - {"distill", "evals", "coreset", "load", "curve"}
         bad |= {f"distill.{k}" for k in v.get("distill", {}) if k not in known_d}
         bad |= {f"evals.{lab}.{k}" for lab, e in v.get("evals", {}).items() for k in e if k not in known_e}
         if bad:
@@ -64,6 +65,8 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
 
     dcfg = dataclasses.replace(cfg.distill, snapshots=0, **v.get("distill", {}))
     dcfg.validate()
+    if v.get("curve"):
+        return _curve(run_dir, cfg, pairs, dev, name, v, dataclasses.replace(dcfg, snapshots=int(v["curve"]) - 1), seeds)
     losses, t0, syn = [], time.time(), None
     if v.get("coreset"):
         data = _coreset(run_dir, cfg, pairs, dcfg.m, v["coreset"])
@@ -83,6 +86,32 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
             data.alpha = coreset_alpha(dataclasses.replace(cfg, evaluate=ev))
         res = [evaluate_model(train_student(data, cfg.model, cfg.data.image_size, ev, s), dev) for s in range(seeds)]
         rows.append({**base, "eval": label, "eval_overrides": over, **mean_std(res)})
+    return rows
+
+
+def _curve(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, dcfg, seeds: int) -> list:
+    """One distillation of dcfg.iterations, its students scored at `curve` + 1 evenly spaced
+    iterations (0 = the start, mdw-init) on the dev split: recall and L_TM against iterations."""
+    import copy
+
+    from ..distill.stage import distill_from_run
+    from ..evaluate.students import evaluate_model, from_distilled, mean_std, train_student
+
+    losses, snaps, t0 = [], {}, time.time()
+    distill_from_run(run_dir, pairs, cfg, dcfg, cfg.seed, on_iteration=lambda it, m: losses.append(m["L_TM"]),
+                     on_snapshot=lambda it, syn: snaps.__setitem__(it, from_distilled(copy.deepcopy(syn), dcfg.loss)))
+    seconds, rows = time.time() - t0, []
+    for it, data in sorted(snaps.items()):
+        for label, over in (v.get("evals") or {"default": {}}).items():
+            ev = dataclasses.replace(cfg.evaluate, seeds=seeds, **over)
+            res = [evaluate_model(train_student(data, cfg.model, cfg.data.image_size, ev, s), dev) for s in range(seeds)]
+            near = losses[max(0, it - 10):it]
+            rows.append(dict(dataset=cfg.data.source, eta=cfg.data.eta, M=data.m, variant=name, iterations=it,
+                             overrides=v.get("distill", {}), distill_seconds=seconds if it == dcfg.iterations else None,
+                             L_TM_start=losses[0] if losses and it else None,
+                             L_TM_end=float(np.mean(near)) if near else None,
+                             p_diag=float((data.targets / data.targets.sum(1, keepdim=True)).diagonal().mean()),
+                             eval=label, eval_overrides=over, **mean_std(res)))
     return rows
 
 
@@ -129,7 +158,7 @@ def write(cfg: SweepConfig, rows: list) -> tuple:
     runs = [dict(dataclasses.asdict(cfg), run_dir=os.path.basename(os.path.normpath(cfg.run_dir)))]  # no machine path
     if cfg.merge and (previous := read_previous(cfg.out_dir, cfg.name)):
         old, old_cfg = previous
-        key = lambda r: (r["dataset"], r["eta"], r["M"], r["variant"], r["eval"])
+        key = lambda r: (r["dataset"], r["eta"], r["M"], r["variant"], r["eval"], r.get("iterations"))
         mine = {key(r) for r in rows}
         rows = [r for r in old if key(r) not in mine] + rows
         runs = [c for c in old_cfg.get("runs", [old_cfg]) if c != runs[0]] + runs
