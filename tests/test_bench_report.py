@@ -166,3 +166,14 @@ def test_detection_table_header_names_each_merged_runs_settings():
                           {"breaking_point": {"scenes": None}, "sweep_minutes": {"scenes": 11.0}})
     assert "- flickr8k 3 epochs: adam, lr 0.001," in md
     assert "- scenes 1000/100/300 images, 6 epochs: sgd, lr 0.03," in md
+
+
+def test_summary_compares_mdw_with_the_strongest_baseline_and_its_start():
+    row = lambda method, mr, std: {"dataset": "scenes", "eta": 0.4, "M": 20, "method": method, "arch": "cpu-small",
+                                   "mean_recall": mr, "mean_recall_std": std}
+    rows = [row("mdw", 15.0, 0.5), row("random", 5.0, 0.5), row("mtt-vl", 6.0, 1.0), row("clean-coreset", 17.5, 1.0),
+            row("mdw-init", 9.0, 1.5), row("ladder-p", 16.0, 1.0)]
+    (line,) = bench.summarise(rows)
+    assert "vs the strongest baseline (clean-coreset, 17.50) 0.86× (target ≥ 1.15×)" in line
+    assert "vs mdw-init +4.0 std (target > +2)" in line and "vs clean-coreset -2.5 std" in line
+    assert line.endswith("methods at or above MDW: clean-coreset, ladder-p")

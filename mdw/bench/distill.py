@@ -28,6 +28,7 @@ from .memory import peak_memory
 from .report import markdown_table, read_previous, write_results
 
 BASELINES = ("random", "mtt-vl", "lors")
+STRONG_BASELINES = ("random", "clean-coreset", "mtt-vl", "lors", "filter-mtt-vl", "filter-lors", "mdw-init")
 COLUMNS = ["dataset", "eta", "M", "method", "iterations", "arch", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
            "mean_recall", "mean_recall_std", "sec_per_it", "eval_seconds"]
 
@@ -142,16 +143,24 @@ def child_run(store: RunStore, parent: str, rc: RunConfig, m: int) -> str:
 def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iterations: int) -> list:
     run_dir = store.run_dir(run_id)
     table = read_json(os.path.join(run_dir, "eval", "results.json"))
+    from ..distill.synset import DistilledSet
+    from ..evaluate.methods import SAME_AS, split_method
+
     sec = {"mdw": float(np.mean([e["sec"] for e in store.read_events(run_id, stage="distill")] or [np.nan]))}
+    its = {"mdw": iterations}
     for r in table["rows"]:
-        p = os.path.join(run_dir, "eval", "sets", f"{r['method']}.pt")
-        if os.path.isfile(p):
-            from ..distill.synset import DistilledSet
-            sec[r["method"]] = DistilledSet.load(p).meta.get("seconds", np.nan) / max(iterations, 1)
+        base = split_method(r["method"])[0]
+        p = os.path.join(run_dir, "eval", "sets", f"{SAME_AS.get(base, base)}.pt")
+        if base == "mdw":
+            sec[r["method"]], its[r["method"]] = sec["mdw"], iterations
+        elif os.path.isfile(p):
+            meta = DistilledSet.load(p).meta
+            its[r["method"]] = int(meta.get("iterations", iterations))       # mdw-init: 0
+            sec[r["method"]] = meta.get("seconds", np.nan) / its[r["method"]] if its[r["method"]] else None
     out = []
     for r in table["rows"]:
         row = {"dataset": dataset, "eta": eta, "M": m if not r["method"].startswith("expert") else None, **r,
-               "iterations": iterations if r["method"] in sec else None}   # the distilled methods
+               "iterations": its.get(r["method"])}   # the distilled methods
         row["sec_per_it"] = sec.get(r["method"])
         row["eval_seconds"] = row.pop("seconds", None)
         out.append(row)
@@ -180,9 +189,17 @@ def summarise(rows: list) -> list:
         best_prior = max([others[k] for k in ("mtt-vl", "lors") if k in others] or [np.nan])
         rnd = others.get("random", np.nan)
         beaten = [k for k, v in others.items() if v >= mdw]
-        lines.append(f"{ds} η={eta} M={m}: MDW mean recall {mdw:.2f}; vs best of MTT-VL/LoRS "
-                     f"{(mdw / best_prior - 1) * 100:+.1f}% (target ≥ +15%); vs random {mdw / rnd:.2f}× "
-                     f"(target ≥ 2×); methods at or above MDW: {', '.join(beaten) or 'none'}")
+        line = (f"{ds} η={eta} M={m}: MDW mean recall {mdw:.2f}; vs best of MTT-VL/LoRS "
+                f"{(mdw / best_prior - 1) * 100:+.1f}%; vs random {mdw / rnd:.2f}×")
+        base = {k: v for k, v in others.items() if k in STRONG_BASELINES}
+        if base:
+            top = max(base, key=base.get)
+            line += f"; vs the strongest baseline ({top}, {base[top]:.2f}) {mdw / base[top]:.2f}× (target ≥ 1.15×)"
+        for k in ("mdw-init", "clean-coreset"):
+            if k in by:
+                spread = max(by["mdw"]["mean_recall_std"], by[k]["mean_recall_std"], 1e-9)
+                line += f"; vs {k} {(mdw - by[k]['mean_recall']) / spread:+.1f} std (target > +2)"
+        lines.append(line + f"; methods at or above MDW: {', '.join(beaten) or 'none'}")
     return lines
 
 
