@@ -16,7 +16,7 @@ def test_distill_bench_merge_keeps_other_cases_and_replaces_remeasured_ones(tmp_
     bench.write(cfg, first, memory, 1.0)
     bench.write(cfg, first, memory, 1.0)           # a partial write of the same run: no duplicate config
     second_cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [50]}, merge=True, iterations=60,
-                                          note="new experts")
+                                          note="new experts", runs_dir=str(tmp_path / "bench-runs"))
     second = [_row("scenes", 0.4, 50, "random", 5.0), _row("scenes", 0.4, 50, "mdw", 11.0),
               _row("scenes", 0.4, None, "expert-dtcl", 41.0)]
     summary, paths = bench.write(second_cfg, second, [], 2.0)
@@ -28,6 +28,7 @@ def test_distill_bench_merge_keeps_other_cases_and_replaces_remeasured_ones(tmp_
     assert [r["mean_recall"] for r in rows if r["method"] == "expert-dtcl"] == [41.0]   # the newer measurement
     runs = json.loads(open(paths[1]).read())["config"]["runs"]
     assert [r["ms"] for r in runs] == [{"scenes": [20]}, {"scenes": [50]}]
+    assert runs[1]["runs_dir"] == "bench-runs" and str(tmp_path / "bench-runs") not in open(paths[1]).read()
     md = open(paths[2]).read()
     assert "- scenes M=20, η 0.0, 0.4: 200 iterations" in md and "- scenes M=50, η 0.0, 0.4: 60 iterations" in md
     assert "syn_batch 50" in md and md.count("new experts") == 1

@@ -203,6 +203,13 @@ def summarise(rows: list) -> list:
     return lines
 
 
+def recorded(cfg: DistillBenchConfig) -> dict:
+    """The config as the table records it: an absolute runs or output folder by its name only, never a
+    machine path."""
+    label = lambda d: os.path.basename(os.path.normpath(d)) if d and os.path.isabs(d) else d   # noqa: E731
+    return dict(dataclasses.asdict(cfg), runs_dir=label(cfg.runs_dir), out_dir=label(cfg.out_dir))
+
+
 def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
     """(rows, memory, configs): this run's, plus an earlier run's rows in out_dir for the cases
     (data set, η, M) and memory rows this run did not measure."""
@@ -214,7 +221,7 @@ def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
     kept = [r for r in old if r["dataset"] != "memory"
             and (r["M"] is None or (r["dataset"], r["eta"], r["M"]) not in cases)]
     old_memory = [r for r in old if r["dataset"] == "memory"]
-    earlier = [c for c in old_cfg.get("runs", [old_cfg]) if c != dataclasses.asdict(cfg)]  # partial writes of this run
+    earlier = [c for c in old_cfg.get("runs", [old_cfg]) if c != recorded(cfg)]  # partial writes of this run
     return add_rows(kept, rows), memory or old_memory, earlier   # expert rows measured again replace the old
 
 
@@ -246,7 +253,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
     earlier = []
     if cfg.merge:
         rows, memory, earlier = merge_previous(cfg, rows, memory)
-    summary, runs = summarise(rows), earlier + [dataclasses.asdict(cfg)]
+    summary, runs = summarise(rows), earlier + [recorded(cfg)]
     md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
           f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
           f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
