@@ -81,14 +81,6 @@ def expand_methods(methods) -> list:
     return out
 
 
-def experts_needed(method: str, cfg: RunConfig) -> Optional[str]:
-    """The experts kind a method distils with (None for coresets and expert rows)."""
-    base = SAME_AS.get(split_method(method)[0], split_method(method)[0])
-    if base == "mdw" or base in DISTILLED and "experts" not in DISTILLED[base]:
-        return mdw_experts(cfg)
-    return DISTILLED.get(base, {}).get("experts")
-
-
 def mdw_experts(cfg: RunConfig) -> str:
     return cfg.distill.experts if cfg.experts.dtcl else "plain"
 
