@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import assert_adjoint_equals_unrolled
 from mdw.config import ModelConfig
 from mdw.distill.matching import Student, match_adjoint, match_unrolled
 from mdw.distill.synset import DistilledSet, decode_text
@@ -71,13 +72,7 @@ def test_adjoint_equals_unrolled_for_every_label_mode(labels):
         gen = torch.Generator().manual_seed(3)
         syn.u = (0.3 * torch.randn(syn.m, 2, generator=gen)).double().requires_grad_(True)
         syn.v = (0.3 * torch.randn(syn.m, 2, generator=gen)).double().requires_grad_(True)
-    leaves = [syn.images, syn.text, syn.log_alpha] + syn.label_leaves()
-    ref = match_unrolled(student, syn, start, target, batches)
-    ref_grads = torch.autograd.grad(ref, leaves)
-    val = match_adjoint(student, syn, start, target, batches)
-    assert val == pytest.approx(ref.item(), rel=1e-9)
-    for r, t in zip(ref_grads, leaves):
-        assert r.abs().max() > 0 and torch.allclose(t.grad, r, rtol=1e-6, atol=1e-10 * r.abs().max().item())
+    assert_adjoint_equals_unrolled(student, syn, start, target, batches)
     if labels == "identity":
         assert torch.equal(syn.p(), torch.eye(syn.m, dtype=syn.p().dtype)) and syn.z.grad is None
 
