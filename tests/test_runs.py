@@ -182,7 +182,25 @@ def test_killed_writer_leaves_a_complete_file(tmp_path):
         killed_mid_write += len(others)
         for n in others:
             os.remove(tmp_path / n)
-    assert killed_mid_write > 0  # the writer spends most of its time inside a write
+    # Kill it once more while a temp file is open (seen on disk), so a kill mid-write is certain
+    # to be covered whatever the machine's timing: the complete file must stay, the temp be partial.
+    for _ in range(50):
+        proc = subprocess.Popen([sys.executable, str(script), str(target)], env=env)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                n.startswith("big.json.tmp-") for n in os.listdir(tmp_path)):
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        obj = json.loads(target.read_text())
+        assert obj["data"] == [obj["v"]] * 100000
+        others = [n for n in os.listdir(tmp_path) if n.startswith("big.json.tmp-")]
+        killed_mid_write += len(others)
+        for n in others:
+            os.remove(tmp_path / n)
+        if killed_mid_write:
+            break
+    assert killed_mid_write > 0
 
 
 def test_jsonl_partial_last_line_ignored(tmp_path):
@@ -402,3 +420,18 @@ def test_worker_that_cannot_start_is_failed(tmp_path):
     rid = m.create_and_start({}, name="nostart")
     s = m.store.read_status(rid)
     assert s["state"] == "failed" and "cannot start the worker" in s["error"]
+
+
+def test_atomic_json_writes_non_finite_as_null_and_finite_as_is(tmp_path):
+    def reject(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    p = tmp_path / "r.json"
+    atomic_write_json(p, {"a": [1.5, float("nan")], "b": {"c": (float("-inf"), 2)}, "d": "x"})
+    assert json.loads(p.read_text(), parse_constant=reject) == {
+        "a": [1.5, None], "b": {"c": [None, 2]}, "d": "x"}
+    atomic_write_json(p, {"a": [1.5, 2.0]}, indent=1)  # the fast path leaves no trace of the last
+    assert json.loads(p.read_text()) == {"a": [1.5, 2.0]}
+    assert sorted(os.listdir(tmp_path)) == ["r.json"]
+    with pytest.raises(TypeError):
+        atomic_write_json(p, {"a": object()})
+    assert json.loads(p.read_text()) == {"a": [1.5, 2.0]}

@@ -97,12 +97,19 @@ def _finite(obj):
 
 
 def atomic_write_json(path, obj, indent: Optional[int] = None) -> str:
-    """Write obj as strict JSON (non-finite floats as null, as strict_json does), atomically."""
-    clean = _finite(obj)
-
+    """Write obj as strict JSON (non-finite floats as null, as strict_json does), atomically.
+    The object is written as it is; only when it holds a non-finite float is it written again
+    sanitized (so the common, finite case streams without a copy)."""
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(clean, f, indent=indent, ensure_ascii=False, allow_nan=False)
+            try:
+                json.dump(obj, f, indent=indent, ensure_ascii=False, allow_nan=False)
+            except ValueError as e:
+                if "Out of range float" not in str(e):
+                    raise
+                f.seek(0)
+                f.truncate()
+                json.dump(_finite(obj), f, indent=indent, ensure_ascii=False, allow_nan=False)
     return atomic_save(path, write)
 
 
