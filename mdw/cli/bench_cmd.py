@@ -52,6 +52,13 @@ def add_parser(sub) -> None:
     w.add_argument("--note", default="")
     w.set_defaults(func=run_sweep)
     query_cmd.add_bench_parser(bsub)
+    m = bsub.add_parser("demo", help="the demo run end to end in fresh processes: stage times, total, app clicks")
+    m.add_argument("--config", default=None, help="run config (default assets/configs/demo.json)")
+    m.add_argument("--repeats", type=int, default=None, help="fresh runs timed (default 3)")
+    m.add_argument("--app-repeats", type=int, default=None, help="clicks per tab in the browser (0: skip)")
+    m.add_argument("--out", default=None)
+    m.add_argument("--threads", type=int, default=None, help="threads of the timed runs (default: torch's)")
+    m.set_defaults(func=run_demo)
 
 
 def set_threads(n: int) -> None:
@@ -117,4 +124,17 @@ def run_sweep(args) -> int:
                             out_dir=args.out, name=args.name, merge=args.merge, note=args.note)
     _, paths = sweep.run(cfg)
     print(f"wrote {', '.join(paths)}")
+    return 0
+
+
+def run_demo(args) -> int:
+    from ..bench import demo
+
+    cfg = demo.DemoBenchConfig()
+    for name, value in (("config", args.config), ("repeats", args.repeats),
+                        ("app_repeats", args.app_repeats), ("out_dir", args.out), ("threads", args.threads)):
+        if value is not None:
+            setattr(cfg, name, value)
+    med, paths = demo.run(cfg)
+    print(f"wrote {', '.join(paths)}; median {med}")
     return 0

@@ -47,10 +47,12 @@ class RunContext:
             kind = "cancelled" if isinstance(e, (Cancelled, KeyboardInterrupt)) else "failed"
             self.log(f"stage {name}: {kind} after {time.time() - t0:.1f} s")
             raise
+        seconds = round(time.time() - t0, 1)
         self.store.update_status(self.run_id, lambda s: {
             **s, "progress": 1.0, "message": "",
-            "stages_done": s["stages_done"] + ([name] if name not in s["stages_done"] else [])})
-        self.log(f"stage {name}: done in {time.time() - t0:.1f} s")
+            "stages_done": s["stages_done"] + ([name] if name not in s["stages_done"] else []),
+            "stage_seconds": {**(s.get("stage_seconds") or {}), name: seconds}})
+        self.log(f"stage {name}: done in {seconds:.1f} s")
 
     def event(self, step: int, **metrics) -> None:
         self.store.append_event(self.run_id, self.current_stage, step, **metrics)

@@ -2,7 +2,8 @@
 reader never sees half a file and a killed writer leaves the last complete version.
 
 runs/<run_id>/config.json   the full RunConfig (as a dict)
-              status.json   state, stage, progress, message, pid, times, stages_done, error
+              status.json   state, stage, progress, message, pid, times, stages_done, error,
+                            stage_seconds (wall seconds of each finished stage)
               events.jsonl  one JSON object a line: time, stage, step, metrics
               log.txt       human-readable log (the worker's output goes here too)
 """

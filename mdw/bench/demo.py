@@ -1,0 +1,117 @@
+"""`python -m mdw bench demo`: how long the stakeholder demo takes here, stage by stage (issue 17).
+
+Each repeat runs the demo config (`assets/configs/demo.json`, what `bash scripts/demo` starts) as a
+fresh user would: a new process (`python -m mdw run`), an empty runs folder and an empty cache (so
+image decoding, text features and the UMAP compilation are all paid). It records the wall time of
+the whole process and of each stage (status.json `stage_seconds`), the DTCL AUC of the last epoch and
+the recall table, then, on the last repeat's run, the app's click latency (`scripts/bench_app.py`,
+a real browser). Writes demo.{json,config.json,md}; the target is ≤ 5 minutes (median of repeats).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+from ..runs.manager import repo_root
+from ..runs.store import RunStore, read_json
+from .report import markdown_table, write_results
+
+TARGET_S = 300.0
+DEMO_CONFIG = os.path.join("assets", "configs", "demo.json")   # relative to the repository root
+
+
+@dataclass
+class DemoBenchConfig:
+    config: str = DEMO_CONFIG      # the run config timed (relative paths: from the repository root)
+    repeats: int = 3               # fresh processes, runs folders and caches
+    app_repeats: int = 3           # clicks per tab for the latency table (0: skip the browser)
+    out_dir: str = os.path.join("docs", "benchmarks")
+    name: str = "demo"             # output file stem
+    threads: int = 0               # OMP threads of the timed process (0: torch's default, as a user runs it)
+
+
+def _env(cache: str, threads: int = 0) -> dict:
+    env = dict(os.environ, MDW_CACHE=cache, PYTHONPATH=repo_root(), GRADIO_ANALYTICS_ENABLED="False",
+               HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("OMP_NUM_THREADS", None)   # by default the demo runs as a user starts it: torch's default threads
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def time_one(config: str, root: str, threads: int = 0, log=print) -> dict:
+    """One fresh demo run under `root` (runs/ and cache/ made there). Returns a row: total wall
+    seconds (process start to exit), each stage's seconds, the last DTCL AUC, mean recall per method.
+    Raises RuntimeError naming the run when the run does not end `done`."""
+    runs, cache = os.path.join(root, "runs"), os.path.join(root, "cache")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "mdw", "run", "--config", config, "--runs", runs, "--no-bars"],
+                          cwd=repo_root(), env=_env(cache, threads), capture_output=True, text=True)
+    total = time.time() - t0
+    store = RunStore(runs)
+    ids = [r["id"] for r in store.list_runs()]
+    if proc.returncode != 0 or len(ids) != 1 or store.read_status(ids[0])["state"] != "done":
+        raise RuntimeError(f"demo run failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    run_dir = os.path.join(runs, ids[0])
+    status = store.read_status(ids[0])
+    row = {"run": ids[0], "total_s": round(total, 1), **{f"{k}_s": v for k, v in status["stage_seconds"].items()}}
+    aucs = [e["auc"] for e in store.read_events(ids[0]) if e.get("stage") == "experts" and e.get("auc") is not None]
+    row["dtcl_auc"] = aucs[-1] if aucs else None
+    for r in read_json(os.path.join(run_dir, "eval", "results.json"))["rows"]:
+        row[f"recall_{r['method']}"] = r.get("mean_recall")
+    log(f"demo: {row['total_s']} s, AUC {row['dtcl_auc']}")
+    return row
+
+
+def app_latency(runs: str, run_id: str, repeats: int, out: str) -> list:
+    """The click latency rows of scripts/bench_app.py on one finished run (written under `out`)."""
+    script = os.path.join(repo_root(), "scripts", "bench_app.py")
+    subprocess.run([sys.executable, script, "--runs", runs, "--run", run_id, "--repeats", str(repeats),
+                    "--out", out], cwd=repo_root(), env=_env(os.path.join(os.path.dirname(runs), "cache")),
+                   check=True, capture_output=True, text=True)
+    with open(os.path.join(out, "app.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def summary(rows: list) -> dict:
+    """Median of every numeric column over the repeats."""
+    keys = [k for k in rows[0] if k != "run" and all(isinstance(r.get(k), (int, float)) for r in rows)]
+    return {k: round(statistics.median(r[k] for r in rows), 3) for k in keys}
+
+
+def run(cfg: DemoBenchConfig, log=print) -> tuple:
+    config = cfg.config if os.path.isabs(cfg.config) else os.path.join(repo_root(), cfg.config)
+    work = tempfile.mkdtemp(prefix="mdw-bench-demo-")
+    try:
+        rows = []
+        for i in range(cfg.repeats):
+            rows.append(dict(time_one(config, os.path.join(work, f"r{i}"), cfg.threads, log), repeat=i))
+        med = summary(rows)
+        latency = []
+        if cfg.app_repeats:
+            last = os.path.join(work, f"r{cfg.repeats - 1}")
+            latency = app_latency(os.path.join(last, "runs"), rows[-1]["run"], cfg.app_repeats,
+                                  os.path.join(work, "app"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    stages = [k for k in med if k.endswith("_s") and k != "total_s"]
+    met = "met" if med["total_s"] <= TARGET_S else "NOT met"
+    md = (f"# The demo run, end to end (`python -m mdw bench demo`)\n\n"
+          f"`{cfg.config}` ({cfg.repeats} repeats), each a fresh `python -m mdw run` process with an empty runs "
+          f"folder and an empty cache, {f'{cfg.threads} thread(s)' if cfg.threads else 'torch default threads'}, "
+          f"nothing else running. Seconds per stage "
+          f"(status.json `stage_seconds`) and for the whole process. Target: the median total ≤ {TARGET_S:.0f} s: "
+          f"**{met}** ({med['total_s']:.0f} s).\n\n"
+          + markdown_table(rows + [dict(med, run="median", repeat="median")],
+                           ["repeat", "total_s", *stages, "dtcl_auc", *[k for k in med if k.startswith("recall_")]])
+          + ("\n## The app on the demo run: tab click to content drawn (`scripts/bench_app.py`)\n\n"
+             + markdown_table(latency, list(latency[0].keys())) if latency else ""))
+    return med, write_results(cfg.out_dir, cfg.name, rows + [dict(r, table="app") for r in latency],
+                              {**asdict(cfg), "target_s": TARGET_S}, md)
