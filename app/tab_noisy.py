@@ -7,6 +7,7 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from mdw.errors import MDWError
+from mdw.heatmaps.render import resize_image
 from mdw.runs.audit import DECISIONS, record_decision
 from mdw.runs.view import FLAG_FILTERS, TRUTH_FILTERS
 from mdw.views.noisy import computed_word_maps, export_audit, first_flagged_pair, pair_detail
@@ -54,7 +55,7 @@ def show_pair(ctx: AppContext, run_id, pair, compute_missing=False):
     flagged = "-" if d.flagged is None else ("**yes**" if d.flagged else "no")
     desc = (f"**pair {d.pair}**: {d.caption}\n\nclean score {d.clean:.3f} (track A {d.track_a:.3f}, track B "
             f"{d.track_b:.3f}); flagged: {flagged}; ground truth: {d.truth_text()}")
-    return d.image, desc, d.maps.grid, d.maps.note
+    return resize_image(d.image, 192), desc, d.maps.grid, d.maps.note
 
 
 def compute_heatmap(ctx: AppContext, run_id, pair):
@@ -127,7 +128,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
         with gr.Row():
             with gr.Column(scale=1):
                 pair = gr.Number(value=None, precision=0, label="selected pair id", elem_id="noisy-pair")
-                image = gr.Image(label="image", height=200, interactive=False)
+                image = gr.Image(label="image", height=200, interactive=False, elem_id="noisy-image")
                 desc = gr.Markdown(elem_id="noisy-desc")
                 decision = gr.Radio(list(DECISIONS["pair"]), value="noisy", label="audit decision")
                 comment = gr.Textbox(label="comment", elem_id="noisy-comment")
@@ -135,10 +136,11 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                 decide_msg = gr.Markdown(elem_id="noisy-decide-msg")
             with gr.Column(scale=2):
                 heat_note = gr.Markdown()
-                heat = gr.Image(label="per-word heatmaps", interactive=False)
+                heat = gr.Image(label="per-word heatmaps", interactive=False, elem_id="noisy-heat")
                 heat_btn = gr.Button("Compute heatmaps", size="sm")
         gr.Markdown("### Detection against the ground truth")
-        threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="threshold", elem_id="noisy-threshold")
+        threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="threshold on the clean score (below: noisy; at or "
+                              "above: kept in the cleaned pairs export)", elem_id="noisy-threshold")
         det_md = gr.Markdown(elem_id="noisy-det")
         with gr.Row():
             roc = gr.Plot(label="ROC")

@@ -41,17 +41,17 @@ def query_text(ctx: AppContext, run_id, text, k, example=False):
 
 def opened(ctx: AppContext, run_id, text, k):
     """(query text, gallery, message): the example query (the split's first caption) answered when the
-    box is empty."""
-    if not (text or "").strip():
-        try:
-            idx = load_index(ctx, run_id)
-        except (MDWError, OSError) as e:
-            return text, [], error_text(e)
-        if idx is None:
-            return text, [], NO_INDEX
-        text = example_query(idx)
-        return (text, *query_text(ctx, run_id, text, k, example=True))
-    return (text, *query_text(ctx, run_id, text, k))
+    box is empty; otherwise what is shown stays."""
+    if (text or "").strip():
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        idx = load_index(ctx, run_id)
+    except (MDWError, OSError) as e:
+        return text, [], error_text(e)
+    if idx is None:
+        return text, [], NO_INDEX
+    text = example_query(idx)
+    return (text, *query_text(ctx, run_id, text, k, example=True))
 
 
 def query_image(ctx: AppContext, run_id, image, k):

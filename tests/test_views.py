@@ -156,7 +156,8 @@ def test_retrieval_example_query_and_recall_table(run):
     assert a.own_rank == next((r["rank"] for r in raw if r["image"] == own), None)
     assert [h.own for h in a.hits] == [r["image"] == own for r in raw]
     assert np.array_equal(a.hits[0].image, idx.image_u8(raw[0]["image"]))
-    assert "example query" in a.summary(example=True)
+    assert a.in_split and "example query" in a.summary(example=True)
+    assert "a caption of the test split" in a.summary() and not text_answer(idx, v, "zzz qqq", 2).in_split
     hits = image_answer(idx, v.pair_image(0), 3)
     assert [h.rank for h in hits] == [1, 2, 3] and all(isinstance(h.caption, str) for h in hits)
     rows = dv.results()

@@ -31,15 +31,18 @@ class ImageHit:
 class TextAnswer:
     query: str
     hits: list                # ImageHit, best first
-    own_rank: Optional[int] = None   # rank of the query caption's own image (example queries), None if not in the top k
+    in_split: bool = False    # the query is a caption of the indexed split
+    own_rank: Optional[int] = None   # then: the rank of its own image, None when not in the top k
 
     def summary(self, example: bool = False) -> str:
         head = f"top {len(self.hits)} test images for “{self.query}”"
-        if not example:
+        if example:
+            head = f"example query (a caption of the test split): {head}"
+        if not self.in_split:
             return head
         where = (f"its own image is ranked **#{self.own_rank}**" if self.own_rank else
                  f"its own image is not in the top {len(self.hits)}")
-        return f"example query (a caption of the test split): {head}; {where}"
+        return f"{head}; {where}" if example else f"{head} (a caption of the test split: {where})"
 
 
 @dataclass
@@ -72,15 +75,11 @@ def _image_of(idx, run_view, i: int, image_id: int) -> np.ndarray:
 def text_answer(idx, run_view, text: str, k: int = 5) -> TextAnswer:
     """The top-k test images for a caption. DataError for an empty caption."""
     hits = idx.query_text(text, int(k))
-    own = None
     caps = idx.items["captions"]
-    if text in caps:
-        own_img = int(idx.caption_image[caps.index(text)])
-        own = next((h["rank"] for h in hits if h["image"] == own_img), None)
-    else:
-        own_img = -1
+    own_img = int(idx.caption_image[caps.index(text)]) if text in caps else -1
+    own = next((h["rank"] for h in hits if h["image"] == own_img), None)
     return TextAnswer(text, [ImageHit(h["rank"], h["score"], _image_of(idx, run_view, h["image"], h["image_id"]),
-                                      h["key"], h["image"] == own_img) for h in hits], own)
+                                      h["key"], h["image"] == own_img) for h in hits], own_img >= 0, own)
 
 
 def image_answer(idx, image, k: int = 5) -> list:
