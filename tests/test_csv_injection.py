@@ -1,4 +1,4 @@
-"""CSV injection (issue 15): every CSV the product writes (cleaned_pairs.csv, decisions.csv, the
+"""CSV injection (issue 15): every CSV the product writes (cleaned_pairs_clean-ge-<t>.csv, decisions.csv, the
 `mdw score` output) neutralises text cells a spreadsheet would run as formulas, keeps numbers as
 numbers, and reads back through the product's own table reader as the text that was written."""
 import csv

@@ -248,6 +248,6 @@ class RunView:
         return write_csv(self.path("audit", name), CLEANED_COLUMNS, rows), len(rows)
 
     def decisions_csv(self) -> str:
-        """Write audit/decisions.csv (atomically; escaped like cleaned_pairs.csv) and return its path."""
+        """Write audit/decisions.csv (atomically; escaped like the cleaned pair list) and return its path."""
         from .audit import decisions_csv
         return atomic_write_text(self.path("audit", "decisions.csv"), decisions_csv(self.run_dir))
