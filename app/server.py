@@ -11,6 +11,9 @@ import urllib.request
 from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Debian's chromium (never a downloaded browser) and its flags for Playwright, headless
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # What each tab shows first once its run is finished (issue 17: no blank first views), as
 # (screenshot name, tab label, selector, text it contains, selector of an image or plot that must be drawn);
 # tests/test_app_first_sight.py checks them and scripts/screenshots.py waits for them.

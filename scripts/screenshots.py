@@ -16,12 +16,10 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from app.server import FIRST_CONTENT, free_port, start_app, stop_app  # noqa: E402
+from app.server import CHROMIUM, CHROMIUM_ARGS, FIRST_CONTENT, free_port, start_app, stop_app  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 # tabs whose story is below their controls: scrolled so this element is at the top of the screenshot
 SCROLL_TO = {"noisy": "#noisy-gallery"}
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 def pick_run(page, run_id: str | None, expect) -> None:
     """Select run_id in the run picker (or keep the app's choice) and wait until the Runs tab shows it."""
     if run_id:
@@ -35,7 +33,7 @@ def shoot(url: str, out: str, run_id: str | None, chromium: str, width: int, hei
     from playwright.sync_api import expect, sync_playwright
     paths = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(url)
         pick_run(page, run_id, expect)

@@ -10,19 +10,8 @@ pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from app_helpers import copy_runs, free_port, start_app, stop_app  # noqa: E402
-from test_app_browser import ARGS, CHROMIUM  # noqa: E402
 
 from app.server import FIRST_CONTENT  # noqa: E402
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_every_tab_opens_on_its_first_content(tmp_path, browser):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from app_helpers import copy_runs, tiny_run
+from app_helpers import copy_runs
 from mdw.runs.store import read_jsonl
 from mdw.runs.view import RunView
 from mdw.runs.view_distill import DistillView
@@ -76,7 +76,8 @@ def test_one_export_names_its_threshold(run):
     assert os.path.basename(out.cleaned_pairs) == "cleaned_pairs_clean-ge-0.50.csv"
     assert os.path.basename(out.decisions) == "decisions.csv" and out.threshold == 0.5
     want = int((s["consensus"] >= 0.5).sum()) + int(s["consensus"].min() < 0.5)   # + the audited-clean pair
-    assert out.kept == want == len(open(out.cleaned_pairs).read().splitlines()) - 1
+    with open(out.cleaned_pairs) as f:
+        assert out.kept == want == len(f.read().splitlines()) - 1
     assert "≥ 0.50" in out.summary()
     with pytest.raises(ValueError):
         export_audit(v, 1.5)
