@@ -14,6 +14,7 @@ from mdw.errors import RunError
 from mdw.runs.manager import RunManager
 from mdw.runs.view import RunView
 from mdw.runs.view_distill import DistillView
+from mdw.views.runs import short_label
 
 
 class AppContext:
@@ -36,8 +37,8 @@ class AppContext:
         return d
 
     def run_choices(self) -> list:
-        """(label, id) of every run, newest first."""
-        return [(f"{r['id']}  [{r['state']}]", r["id"]) for r in self.store.list_runs()]
+        """(short label, id) of every run, newest first."""
+        return [(f"{short_label(r['id'])}  [{r['state']}]", r["id"]) for r in self.store.list_runs()]
 
     def default_run(self) -> str | None:
         """A running run if there is one (reattach), else the newest run."""

@@ -11,6 +11,21 @@ import urllib.request
 from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Debian's chromium (never a downloaded browser) and its flags for Playwright, headless
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# What each tab shows first once its run is finished (issue 17: no blank first views), as
+# (screenshot name, tab label, selector, text it contains, selector of an image or plot that must be drawn);
+# tests/test_app_first_sight.py checks them and scripts/screenshots.py waits for them.
+FIRST_CONTENT = [
+    ("runs", "Runs", "#run-status", "stage", "#run-losses .js-plotly-plot"),
+    ("noisy", "Noisy pairs", "#noisy-desc", "clean score", "#noisy-heat img"),
+    ("correspondence", "Correspondence", "#corr-note", "s(v, t)", "#corr-p .js-plotly-plot"),
+    ("evolution", "Evolution", "#evo-caption", "amplified", "#evo-change img"),
+    ("embedding", "Embedding map", "#emb-sample-text", "distilled pair", "#emb-sample img"),
+    ("retrieval", "Retrieval", "#ret-text-msg", "its own image", "#ret-gallery img"),
+    ("audit", "Audit", "#audit-current", "distilled pair", "#audit-nearest table"),
+]
 APP_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
            "TRANSFORMERS_OFFLINE": "1"}
 

@@ -9,6 +9,7 @@ from mdw.heatmaps.render import resize_image
 from mdw.runs.audit import DECISIONS, latest_decisions, record_decision
 
 from .context import AppContext, error_text
+from .tab_noisy import export
 
 NO_SET = "This run has no distilled set yet (the distill stage writes it)."
 
@@ -70,14 +71,6 @@ def decide(ctx: AppContext, run_id, index, decision, comment):
     return f"✅ saved: distilled pair {row['item']} → **{row['decision']}**", progress_text(ctx, run_id)
 
 
-def export(ctx: AppContext, run_id):
-    try:
-        v = ctx.view(run_id)
-        return [v.decisions_csv(), v.cleaned_pairs_csv()], "exported"
-    except (MDWError, OSError) as e:
-        return None, error_text(e)
-
-
 def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
     with gr.Tab("Audit", id="audit") as tab:
         counter = gr.Markdown(elem_id="audit-progress")
@@ -99,7 +92,9 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                 matches = gr.Dataframe(headers=["text", "P̃", "caption"], interactive=False,
                                        label="P̃'s top matches for this image")
         with gr.Row():
-            export_btn = gr.Button("Export decisions + cleaned pairs (CSV)", size="sm")
+            threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="cleaned pairs: keep a clean score of at least",
+                                  elem_id="audit-threshold")
+            export_btn = gr.Button("Export decisions + cleaned pairs at the threshold (CSV)", size="sm")
             export_msg = gr.Markdown()
         files = gr.File(label="exports", file_count="multiple", interactive=False)
 
@@ -112,5 +107,5 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
         lambda r, i: show(ctx, r, i), [run_dd, index], outs, api_name=False)
     save.click(lambda r, i, d, c: decide(ctx, r, i, d, c), [run_dd, index, decision, comment], [msg, counter],
                api_name="audit_decide").then(lambda r, i: show(ctx, r, i), [run_dd, index], outs, api_name=False)
-    export_btn.click(lambda r: export(ctx, r), [run_dd], [files, export_msg], api_name="audit_export")
+    export_btn.click(lambda r, t: export(ctx, r, t), [run_dd, threshold], [files, export_msg], api_name="audit_export")
     return tab

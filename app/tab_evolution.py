@@ -1,16 +1,57 @@
-"""Evolution tab: a slider over the distillation snapshots, the grid of synthetic images at that
-iteration, each image's change from its initialisation, the L_TM curve and a GIF export."""
+"""Evolution tab: what distillation did. A slider over the snapshots shows the synthetic images and
+their change from the start amplified (with a scale bar saying by how much); curves show each image's
+change, P̃'s diagonal mass and entropy and the step sizes α over the iterations, and L_TM; GIF export.
+The numbers come from mdw.views.evolution."""
 from __future__ import annotations
 
 import gradio as gr
 import plotly.graph_objects as go
 
 from mdw.errors import MDWError
-from mdw.runs.view_distill import image_grid
+from mdw.views.evolution import evolution_curves, snapshot_frame
+from mdw.views.runs import latest_per_step
 
 from .context import AppContext, error_text, message_figure
 
 NO_SNAPSHOTS = "This run has no distillation snapshots yet (the distill stage writes them)."
+MARGIN = {"t": 40, "b": 40, "l": 50, "r": 10}
+
+
+def curves(ctx: AppContext, run_id):
+    """The run's EvolutionCurves, computed once per run state (ValueError without snapshots)."""
+    dv = ctx.distill_view(run_id)
+    # the DistillView is made anew whenever status.json changes (AppContext.views)
+    return ctx.cached(("evolution", dv.run_dir), (id(dv), tuple(dv.snapshot_iterations())), lambda: evolution_curves(dv))
+
+
+def _lines(title, ytitle, xs, series: dict, log=False) -> go.Figure:
+    fig = go.Figure([go.Scatter(x=xs, y=ys, mode="lines+markers", name=name) for name, ys in series.items()])
+    fig.update_layout(title=title, xaxis_title="iteration", yaxis_title=ytitle, height=300, margin=MARGIN,
+                      yaxis_type="log" if log else "linear")
+    return fig
+
+
+def curve_figures(ctx: AppContext, run_id):
+    """(per-image change, P̃ figure, α figure, L_TM figure, info)."""
+    try:
+        c = curves(ctx, run_id)
+        ltm = latest_per_step(ctx.store.read_events(run_id), "distill", "L_TM")
+    except (MDWError, ValueError, OSError) as e:
+        msg = NO_SNAPSHOTS if isinstance(e, ValueError) else error_text(e)
+        return (*(message_figure(msg) for _ in range(4)), msg)
+    its = c.iterations
+    change = _lines("per-image change from the start (one line an image)", "mean |Δpixel| (fraction of range)",
+                    its, {f"image {i}": c.change[:, i].tolist() for i in range(c.change.shape[1])})
+    change.update_layout(showlegend=False)
+    p = _lines("P̃ over iterations", "fraction", its, {"diagonal mass": c.p_diag.tolist(),
+                                                       "row entropy / log M": c.p_entropy.tolist()})
+    alpha = _lines("student step sizes α", "α (log scale)", its,
+                   {g: c.alpha[:, k].tolist() for k, g in enumerate(c.groups)}, log=True)
+    ltm_fig = (_lines("trajectory-matching loss L_TM", "L_TM", ltm.steps, {"L_TM": ltm.values}) if ltm
+               else message_figure("no L_TM values yet"))
+    info = (f"{len(its)} snapshots: iterations {', '.join(map(str, its))}. The change maps are amplified "
+            f"**×{c.factor:g}** so the change distillation made is visible.")
+    return change, p, alpha, ltm_fig, info
 
 
 def slider_update(ctx: AppContext, run_id):
@@ -19,42 +60,21 @@ def slider_update(ctx: AppContext, run_id):
     except (MDWError, OSError):
         its = []
     if not its:
-        return gr.update(minimum=0, maximum=1, value=0), NO_SNAPSHOTS
-    return (gr.update(minimum=0, maximum=max(len(its) - 1, 1), value=len(its) - 1, step=1),
-            f"{len(its)} snapshots: iterations {', '.join(map(str, its))}")
+        return gr.update(minimum=0, maximum=1, value=0)
+    return gr.update(minimum=0, maximum=max(len(its) - 1, 1), value=len(its) - 1, step=1)
 
 
 def show_snapshot(ctx: AppContext, run_id, pos):
-    """(grid at the snapshot, change-map grid, change bar chart, caption)."""
+    """(image grid at the snapshot, amplified change grid with its scale bar, caption)."""
     try:
-        dv = ctx.distill_view(run_id)
-        its = dv.snapshot_iterations()
-        if not its:
-            return None, None, message_figure(NO_SNAPSHOTS), NO_SNAPSHOTS
-        it = its[max(0, min(int(pos or 0), len(its) - 1))]
-        imgs = dv.snapshot_images(it)
-        per, maps = dv.change_from_start(it)
-    except (MDWError, ValueError, OSError) as e:
-        return None, None, message_figure(str(e)), error_text(e)
-    cols = min(10, len(imgs))
-    bar = go.Figure(go.Bar(x=list(range(len(per))), y=per.tolist()))
-    bar.update_layout(title=f"mean |Δpixel| from the start, iteration {it}", xaxis_title="distilled image",
-                      yaxis_title="mean absolute change", height=280, margin={"t": 40, "b": 40, "l": 50, "r": 10})
-    return (image_grid(imgs, cols, 80), image_grid(maps, cols, 80), bar,
-            f"iteration **{it}** (snapshot {its.index(it) + 1} of {len(its)})")
-
-
-def ltm_figure(ctx: AppContext, run_id):
-    try:
-        xs, ys = ctx.distill_view(run_id).ltm_curve()
+        c = curves(ctx, run_id)
+        it = c.iterations[max(0, min(int(pos or 0), len(c.iterations) - 1))]
+        f = snapshot_frame(ctx.distill_view(run_id), it, c)
+    except ValueError:
+        return None, None, NO_SNAPSHOTS
     except (MDWError, OSError) as e:
-        return message_figure(str(e))
-    if not xs:
-        return message_figure("no L_TM values yet")
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name="L_TM"))
-    fig.update_layout(title="trajectory-matching loss L_TM", xaxis_title="iteration", yaxis_title="L_TM",
-                      height=280, margin={"t": 40, "b": 40, "l": 50, "r": 10})
-    return fig
+        return None, None, error_text(e)
+    return f.images, f.change, f"{f.caption()} (snapshot {f.position + 1} of {len(c.iterations)})"
 
 
 def export_gif(ctx: AppContext, run_id):
@@ -71,20 +91,25 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
         pos = gr.Slider(0, 1, value=0, step=1, label="snapshot", elem_id="evo-slider")
         caption = gr.Markdown(elem_id="evo-caption")
         with gr.Row():
-            grid = gr.Image(label="synthetic images", interactive=False)
-            change = gr.Image(label="change from the initialisation (brighter: more)", interactive=False)
+            grid = gr.Image(label="synthetic images", interactive=False, elem_id="evo-grid")
+            change = gr.Image(label="change from the start, amplified (scale bar below)", interactive=False,
+                              elem_id="evo-change")
         with gr.Row():
-            bar = gr.Plot(label="per-image change")
-            ltm = gr.Plot(label="L_TM")
+            per_image = gr.Plot(label="per-image change", show_label=False, elem_id="evo-per-image")
+            ltm = gr.Plot(label="L_TM", show_label=False)
+        with gr.Row():
+            pfig = gr.Plot(label="P̃", show_label=False, elem_id="evo-p")
+            alpha = gr.Plot(label="α", show_label=False, elem_id="evo-alpha")
         with gr.Row():
             gif_btn = gr.Button("Export the evolution as a GIF", size="sm")
             gif_msg = gr.Markdown()
         gif = gr.File(label="evolution.gif", interactive=False)
 
-    gr.on([tab.select, run_dd.change], lambda r: slider_update(ctx, r), [run_dd], [pos, info], api_name=False).then(
-        lambda r, p: show_snapshot(ctx, r, p), [run_dd, pos], [grid, change, bar, caption], api_name=False)
-    pos.release(lambda r, p: show_snapshot(ctx, r, p), [run_dd, pos], [grid, change, bar, caption],
-                api_name="evo_snapshot")
-    gr.on([tab.select, run_dd.change], lambda r: ltm_figure(ctx, r), [run_dd], [ltm], api_name=False)
+    frame = [grid, change, caption]
+    gr.on([tab.select, run_dd.change], lambda r: slider_update(ctx, r), [run_dd], [pos], api_name=False).then(
+        lambda r, p: show_snapshot(ctx, r, p), [run_dd, pos], frame, api_name=False)
+    pos.release(lambda r, p: show_snapshot(ctx, r, p), [run_dd, pos], frame, api_name="evo_snapshot")
+    gr.on([tab.select, run_dd.change], lambda r: curve_figures(ctx, r), [run_dd], [per_image, pfig, alpha, ltm, info],
+          api_name="evo_curves")
     gif_btn.click(lambda r: export_gif(ctx, r), [run_dd], [gif, gif_msg], api_name="evo_gif")
     return tab

@@ -7,9 +7,10 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from mdw.errors import MDWError
-from mdw.heatmaps.render import word_grid
+from mdw.heatmaps.render import resize_image
 from mdw.runs.audit import DECISIONS, record_decision
 from mdw.runs.view import FLAG_FILTERS, TRUTH_FILTERS
+from mdw.views.noisy import computed_word_maps, export_audit, first_flagged_pair, pair_detail
 
 from .context import AppContext, error_text, message_figure
 
@@ -35,40 +36,34 @@ def load_pairs(ctx: AppContext, run_id, flag, truth, lo, hi, limit):
     return table, gallery, [r["pair"] for r in shown], (f"⚠️ **{banner}**\n\n" if banner else "") + summary
 
 
-def show_pair(ctx: AppContext, run_id, pair):
-    """(image, description, heatmap grid or None, heatmap note)."""
+def first_pair(ctx: AppContext, run_id):
+    """The pair the tab opens on: the flagged pair with the lowest clean score (None without scores)."""
     try:
-        v = ctx.view(run_id)
-        pair = v.check_pair(pair)
-    except (MDWError, ValueError) as e:
+        return first_flagged_pair(ctx.view(run_id))
+    except (MDWError, ValueError, OSError):
+        return None
+
+
+def show_pair(ctx: AppContext, run_id, pair, compute_missing=False):
+    """(image, description, heatmap grid or None, heatmap note)."""
+    if pair is None or pair == "":
+        return None, "Pick a pair in the table or the gallery.", None, ""
+    try:
+        d = pair_detail(ctx.view(run_id), pair, compute_missing)
+    except (MDWError, ValueError, OSError) as e:
         return None, error_text(e), None, ""
-    sc = v.pair_scores(pair) or {}
-    truth = {True: "**noisy** (injected)", False: "clean", None: "unknown"}[sc.get("noisy")]
-    desc = (f"**pair {pair}**: {v.caption(pair)}\n\nclean score {sc.get('clean', float('nan')):.3f} "
-            f"(track A {sc.get('track_A', float('nan')):.3f}, track B {sc.get('track_B', float('nan')):.3f}); "
-            f"flagged: {sc.get('flagged', '-')}; ground truth: {truth}")
-    grid, note = None, "No stored heatmap for this pair: press “Compute heatmaps”."
-    row = None
-    for g in ("most_trusted", "least_trusted", "app"):
-        row = row if row is not None else v.find_heatmap(g, pair)
-    if row is not None:
-        item = v.heatmap_item(row)
-        grid, note = word_grid(item.image, item.maps, tile=112), f"per-word Grad-CAM maps ({item.group})" + _cut(item)
-    return v.pair_image(pair), desc, grid, note
+    flagged = "-" if d.flagged is None else ("**yes**" if d.flagged else "no")
+    desc = (f"**pair {d.pair}**: {d.caption}\n\nclean score {d.clean:.3f} (track A {d.track_a:.3f}, track B "
+            f"{d.track_b:.3f}); flagged: {flagged}; ground truth: {d.truth_text()}")
+    return resize_image(d.image, 192), desc, d.maps.grid, d.maps.note
 
 
 def compute_heatmap(ctx: AppContext, run_id, pair):
     try:
-        v = ctx.view(run_id)
-        row = v.compute_pair_heatmap(pair)
-        item = v.heatmap_item(row)
+        maps = computed_word_maps(ctx.view(run_id), pair)
     except (MDWError, ValueError, OSError) as e:
         return None, error_text(e)
-    return word_grid(item.image, item.maps, tile=112), "per-word Grad-CAM maps (computed now)" + _cut(item)
-
-
-def _cut(item) -> str:
-    return f"; ⚠️ {item.maps.cut_note()}" if item.maps.cut else ""
+    return maps.grid, maps.note
 
 
 def decide(ctx: AppContext, run_id, pair, decision, comment):
@@ -108,11 +103,12 @@ def detection(ctx: AppContext, run_id, threshold):
 
 
 def export(ctx: AppContext, run_id, threshold):
+    """([decisions.csv, cleaned_pairs_clean-ge-<threshold>.csv], message): the one export of the app."""
     try:
-        v = ctx.view(run_id)
-        return [v.decisions_csv(), v.cleaned_pairs_csv(float(threshold))], "exported"
-    except (MDWError, OSError) as e:
+        out = export_audit(ctx.view(run_id), float(threshold))
+    except (MDWError, ValueError, OSError) as e:
         return None, error_text(e)
+    return out.paths(), out.summary()
 
 
 def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
@@ -132,7 +128,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
         with gr.Row():
             with gr.Column(scale=1):
                 pair = gr.Number(value=None, precision=0, label="selected pair id", elem_id="noisy-pair")
-                image = gr.Image(label="image", height=200, interactive=False)
+                image = gr.Image(label="image", height=200, interactive=False, elem_id="noisy-image")
                 desc = gr.Markdown(elem_id="noisy-desc")
                 decision = gr.Radio(list(DECISIONS["pair"]), value="noisy", label="audit decision")
                 comment = gr.Textbox(label="comment", elem_id="noisy-comment")
@@ -140,28 +136,39 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                 decide_msg = gr.Markdown(elem_id="noisy-decide-msg")
             with gr.Column(scale=2):
                 heat_note = gr.Markdown()
-                heat = gr.Image(label="per-word heatmaps", interactive=False)
+                heat = gr.Image(label="per-word heatmaps", interactive=False, elem_id="noisy-heat")
                 heat_btn = gr.Button("Compute heatmaps", size="sm")
         gr.Markdown("### Detection against the ground truth")
-        threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="threshold", elem_id="noisy-threshold")
+        threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="threshold on the clean score (below: noisy; at or "
+                              "above: kept in the cleaned pairs export)", elem_id="noisy-threshold")
         det_md = gr.Markdown(elem_id="noisy-det")
         with gr.Row():
             roc = gr.Plot(label="ROC")
             pr = gr.Plot(label="precision-recall")
         with gr.Row():
-            export_btn = gr.Button("Export decisions + cleaned pairs (CSV)", size="sm")
+            export_btn = gr.Button("Export decisions + cleaned pairs at the threshold (CSV)", size="sm")
             export_msg = gr.Markdown()
         files = gr.File(label="exports", file_count="multiple", interactive=False)
 
     filters = [run_dd, flag, truth, lo, hi, limit]
     reload = lambda *a: load_pairs(ctx, *a)  # noqa: E731
-    gr.on([run_dd.change, flag.change, truth.change, lo.release, hi.release, limit.submit], reload,
+    gr.on([flag.change, truth.change, lo.release, hi.release, limit.submit], reload,
           filters, [table, gallery, ids, info], api_name="noisy_pairs")
-    gr.on([run_dd.change, threshold.release], lambda r, t: detection(ctx, r, t), [run_dd, threshold],
-          [roc, pr, det_md], api_name="noisy_detection")
-    # opening the tab is one event, not two (each event costs a round trip and a queue slot)
-    tab.select(lambda *a: (*load_pairs(ctx, *a[:-1]), *detection(ctx, a[0], a[-1])), filters + [threshold],
-               [table, gallery, ids, info, roc, pr, det_md], api_name=False)
+    threshold.release(lambda r, t: detection(ctx, r, t), [run_dd, threshold], [roc, pr, det_md],
+                      api_name="noisy_detection")
+
+    def opened(run_id, *rest):
+        """The table, the curves and the first flagged pair (kept when one is already picked)."""
+        *filt, thr, current, changed_run = rest
+        first = first_pair(ctx, run_id) if current is None or changed_run else current
+        return (*load_pairs(ctx, run_id, *filt), *detection(ctx, run_id, thr), first,
+                *show_pair(ctx, run_id, first, compute_missing=True))
+
+    # opening the tab is one event, not three (each event costs a round trip and a queue slot)
+    detail = [image, desc, heat, heat_note]
+    outs = [table, gallery, ids, info, roc, pr, det_md, pair] + detail
+    tab.select(lambda *a: opened(*a, False), filters + [threshold, pair], outs, api_name=False)
+    run_dd.change(lambda *a: opened(*a, True), filters + [threshold, pair], outs, api_name="noisy_open")
 
     def from_table(evt: gr.SelectData):
         return int(evt.row_value[0]) if evt.row_value else gr.skip()
@@ -169,9 +176,10 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
     def from_gallery(ids_, evt: gr.SelectData):
         return ids_[evt.index] if isinstance(evt.index, int) and evt.index < len(ids_) else gr.skip()
 
-    table.select(from_table, None, [pair], api_name=False)
-    gallery.select(from_gallery, [ids], [pair], api_name=False)
-    pair.change(lambda r, p: show_pair(ctx, r, p), [run_dd, pair], [image, desc, heat, heat_note], api_name="noisy_pair")
+    show = lambda r, p: show_pair(ctx, r, p)  # noqa: E731
+    table.select(from_table, None, [pair], api_name=False).then(show, [run_dd, pair], detail, api_name=False)
+    gallery.select(from_gallery, [ids], [pair], api_name=False).then(show, [run_dd, pair], detail, api_name=False)
+    pair.submit(show, [run_dd, pair], detail, api_name="noisy_pair")
     heat_btn.click(lambda r, p: compute_heatmap(ctx, r, p), [run_dd, pair], [heat, heat_note], api_name="noisy_heatmap")
     decide_btn.click(lambda r, p, d, c: decide(ctx, r, p, d, c), [run_dd, pair, decision, comment], [decide_msg],
                      api_name="noisy_decide")

@@ -12,13 +12,11 @@ from plotly.subplots import make_subplots
 
 from mdw.config import RunConfig, apply_overrides
 from mdw.errors import MDWError
+from mdw.views.runs import form_choices, loss_curves, short_label
 
 from .context import AppContext, error_text, message_figure
 
-SOURCES = ["scenes", "flickr8k", "karpathy", "csv", "jsonl", "webdataset"]
-PRESETS = ["cpu-small", "gpu-base"]
-DEVICES = ["auto", "cpu", "cuda"]
-TABLE_COLS = ["id", "name", "state", "stage", "progress", "created", "message"]
+TABLE_COLS = ["run", "state", "stage", "progress", "created", "message", "id"]
 
 
 def demo_config_path() -> str:
@@ -44,8 +42,8 @@ def build_config(source, path, image_root, eta, preset, m, iterations, epochs, d
 def runs_table(ctx: AppContext) -> list:
     rows = []
     for r in ctx.store.list_runs():
-        rows.append([r["id"], r.get("name", ""), r["state"], r.get("stage") or "", round(float(r.get("progress") or 0), 3),
-                     r.get("created", ""), (r.get("message") or "")[:80]])
+        rows.append([short_label(r["id"]), r["state"], r.get("stage") or "", round(float(r.get("progress") or 0), 3),
+                     r.get("created", ""), (r.get("message") or "")[:80], r["id"]])
     return rows
 
 
@@ -64,7 +62,8 @@ def progress_html(status: dict | None) -> str:
 def status_markdown(status: dict | None) -> str:
     if not status:
         return "No run selected. Start one below."
-    lines = [f"**{status['id']}** ({status.get('name', '')}): **{status['state']}**, stage `{status.get('stage') or '-'}`",
+    lines = [f"**{short_label(status['id'])}**: **{status['state']}**, stage `{status.get('stage') or '-'}` "
+             f"<small>(id `{status['id']}`)</small>",
              f"{status.get('message') or ''}", f"stages done: {', '.join(status.get('stages_done') or []) or 'none'}"]
     if status.get("error"):
         lines.append(f"```\n{status['error'][:2000]}\n```")
@@ -73,20 +72,19 @@ def status_markdown(status: dict | None) -> str:
 
 def loss_figure(ctx: AppContext, run_id) -> go.Figure:
     """Expert losses and detection AUC per epoch; L_TM per distillation iteration."""
-    events = ctx.store.read_events(run_id)
-    ex = [e for e in events if e.get("stage") == "experts"]
-    di = list({e["step"]: e for e in events if e.get("stage") == "distill" and "L_TM" in e}.values())
-    di.sort(key=lambda e: e["step"])  # a resumed distill stage re-logs its steps: the latest wins
-    if not ex and not di:
+    curves = loss_curves(ctx.store.read_events(run_id))
+    if curves.empty():
         return message_figure("no loss values yet")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("experts (per epoch)", "distillation L_TM"))
-    for key in ("train_loss_A", "train_loss_B", "train_loss", "auc"):
-        pts = [(e["step"], e[key]) for e in ex if isinstance(e.get(key), (int, float))]
-        if pts:
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=key), 1, 1)
-    if di:
-        fig.add_trace(go.Scatter(x=[e["step"] for e in di], y=[e["L_TM"] for e in di], mode="lines", name="L_TM"), 1, 2)
-    fig.update_layout(height=300, margin={"l": 30, "r": 10, "t": 30, "b": 30})
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("experts (per epoch)", "distillation L_TM (per iteration)"))
+    for key, c in curves.experts.items():
+        fig.add_trace(go.Scatter(x=c.steps, y=c.values, mode="lines+markers", name=key), 1, 1)
+    if curves.ltm:
+        fig.add_trace(go.Scatter(x=curves.ltm.steps, y=curves.ltm.values, mode="lines", name="L_TM"), 1, 2)
+    fig.update_xaxes(title_text="epoch", row=1, col=1)
+    fig.update_xaxes(title_text="iteration", row=1, col=2)
+    # the titles sit below the top margin and the legend under the plots: nothing overlaps gr.Plot's label
+    fig.update_layout(height=340, margin={"l": 40, "r": 10, "t": 60, "b": 40},
+                      legend={"orientation": "h", "y": -0.25, "x": 0})
     return fig
 
 
@@ -139,6 +137,7 @@ def run_config_json(ctx: AppContext, run_id) -> str:
 
 def build(ctx: AppContext, run_dd: gr.Dropdown) -> None:
     demo = demo_config()
+    choices = form_choices()
     with gr.Tab("Runs", id="runs"):
         with gr.Row():
             with gr.Column(scale=3):
@@ -147,21 +146,21 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> None:
                 with gr.Row():
                     cancel_btn = gr.Button("Cancel this run", variant="stop", size="sm", elem_id="cancel-run")
                     cancel_msg = gr.Markdown()
-                plot = gr.Plot(label="loss curves")
+                plot = gr.Plot(label="loss curves", show_label=False, elem_id="run-losses")
                 log = gr.Textbox(label="log (last lines)", lines=6, max_lines=12, interactive=False)
             with gr.Column(scale=2):
                 gr.Markdown("### New run")
                 name = gr.Textbox(label="name", value="run", elem_id="new-run-name")
-                source = gr.Dropdown(SOURCES, value="scenes", label="data source")
+                source = gr.Dropdown(choices.sources, value="scenes", label="data source")
                 path = gr.Textbox(label="data path (folder / JSON / CSV / JSONL / shards; not for scenes)")
                 image_root = gr.Textbox(label="image root (Karpathy, CSV, JSONL)")
                 eta = gr.Slider(0.0, 0.8, value=demo["data"]["eta"], step=0.05, label="η (mismatched fraction)")
-                preset = gr.Dropdown(PRESETS, value=demo["model"]["preset"], allow_custom_value=True, label="model preset")
+                preset = gr.Dropdown(choices.presets, value=demo["model"]["preset"], allow_custom_value=True, label="model preset")
                 with gr.Row():
                     m = gr.Number(value=demo["distill"]["m"], precision=0, label="M (distilled pairs)")
                     iters = gr.Number(value=demo["distill"]["iterations"], precision=0, label="iterations")
                     epochs = gr.Number(value=demo["experts"]["epochs"], precision=0, label="expert epochs")
-                device = gr.Dropdown(DEVICES, value="auto", label="device")
+                device = gr.Dropdown(choices.devices, value="auto", label="device")
                 extra = gr.Textbox(label="more settings, key=value a line (e.g. data.scenes.n_train=500)", lines=3,
                                    elem_id="new-run-extra")
                 start_btn = gr.Button("Start", variant="primary", elem_id="start-run")

@@ -2,7 +2,7 @@
 
 CSV injection (OWASP): a text cell that starts with = + - @ a tab or a carriage return is taken
 for a formula by Excel, LibreOffice and Sheets (`=HYPERLINK(...)`, `@SUM(1+1)*cmd|...`). Every
-CSV the product writes (cleaned_pairs.csv, decisions.csv, `mdw score` output) goes through
+CSV the product writes (cleaned_pairs_clean-ge-<threshold>.csv, decisions.csv, `mdw score` output) goes through
 `csv_text` / `write_csv`, which prefix such a text cell with an apostrophe: the spreadsheet shows
 the text and runs nothing. Only text (str) cells are changed; numbers (int, float, numpy numbers)
 are written as numbers, so -0.5 stays -0.5.

@@ -1,61 +1,48 @@
-"""Screenshots of every tab of the workbench for the README (docs/screenshots/<tab>.png).
+"""Screenshots of every tab of the workbench (docs/screenshots/<tab>.png), from a finished run.
 
     python scripts/screenshots.py --runs runs [--run RUN_ID] [--out docs/screenshots]
 
-Starts `python -m app` on a free local port over the runs folder (no demo run is started), opens it
-in Debian's chromium through Playwright, picks the run (default: the app's own choice, a running
-run or the newest) and saves one PNG a tab.
+Starts `python -m app` on a free local port over the runs folder (no demo run is started, see
+app/server.py), opens it in Debian's chromium through Playwright (never a downloaded browser), picks
+the run (default: the app's own choice, a running run or the newest), waits in each tab for its first
+content (app.server.FIRST_CONTENT, what tests/test_app_first_sight.py checks too) and saves one PNG a tab.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TABS = [("runs", "Runs", "#run-status"), ("noisy", "Noisy pairs", "#noisy-info"),
-        ("correspondence", "Correspondence", "#corr-note"), ("evolution", "Evolution", "#evo-caption"),
-        ("embedding", "Embedding map", "#emb-note"), ("retrieval", "Retrieval", "#ret-note"),
-        ("audit", "Audit", "#audit-progress")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+sys.path.insert(0, REPO)
 
+from app.server import CHROMIUM, CHROMIUM_ARGS, FIRST_CONTENT, free_port, start_app, stop_app  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 120.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"the app did not answer at {url} within {timeout:.0f} s")
+# tabs whose story is below their controls: scrolled so this element is at the top of the screenshot
+SCROLL_TO = {"noisy": "#noisy-gallery"}
+def pick_run(page, run_id: str | None, expect) -> None:
+    """Select run_id in the run picker (or keep the app's choice) and wait until the Runs tab shows it."""
+    if run_id:
+        box = page.locator("#run-picker input").first
+        box.fill(run_id)
+        box.press("Enter")
+    expect(page.locator("#run-status")).not_to_contain_text("No run selected", timeout=30000)
 
 
 def shoot(url: str, out: str, run_id: str | None, chromium: str, width: int, height: int) -> list:
     from playwright.sync_api import expect, sync_playwright
     paths = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(url)
-        if run_id:
-            box = page.locator("#run-picker input").first
-            box.fill(run_id)
-            box.press("Enter")
-        expect(page.locator("#run-status")).not_to_contain_text("No run selected", timeout=30000)
-        for name, label, selector in TABS:
+        pick_run(page, run_id, expect)
+        for name, label, selector, text, drawn in FIRST_CONTENT:
             page.get_by_role("tab", name=label).click()
-            expect(page.locator(selector)).not_to_be_empty(timeout=30000)
+            expect(page.locator(selector)).to_contain_text(text, timeout=120000)
+            expect(page.locator(drawn).first).to_be_visible(timeout=60000)
+            if name in SCROLL_TO:
+                page.locator(SCROLL_TO[name]).evaluate("e => e.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(2500)  # images and plots settle
             path = os.path.join(out, f"{name}.png")
             page.screenshot(path=path, full_page=False)
@@ -70,25 +57,17 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default="runs", help="runs folder with at least one finished run")
     ap.add_argument("--run", default=None, help="run id to show (default: the app's choice)")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "screenshots"))
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--chromium", default=CHROMIUM)
     ap.add_argument("--size", default="1400x1000", help="viewport WIDTHxHEIGHT")
     args = ap.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     os.makedirs(args.out, exist_ok=True)
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=REPO, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1",
-               HF_HUB_DISABLE_TELEMETRY="1")
-    app = subprocess.Popen([sys.executable, "-m", "app", "--runs", os.path.abspath(args.runs), "--port", str(port),
-                            "--no-demo"], cwd=REPO, env=env, start_new_session=True)
+    app = start_app(os.path.abspath(args.runs), port)
     try:
-        wait_http(f"http://127.0.0.1:{port}/")
         shoot(f"http://127.0.0.1:{port}/", args.out, args.run, args.chromium, width, height)
     finally:
-        app.terminate()
-        try:
-            app.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        stop_app(app)
 
 
 if __name__ == "__main__":

@@ -18,3 +18,16 @@ def cache_dir(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setenv("MDW_CACHE", str(d))
     return str(d)
+
+
+@pytest.fixture
+def browser():
+    """Playwright's chromium: Debian's /usr/bin/chromium, headless (skips without either)."""
+    from app.server import CHROMIUM, CHROMIUM_ARGS
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

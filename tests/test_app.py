@@ -52,7 +52,7 @@ def test_runs_refresh_shows_the_finished_run(served):
     client, _, run_id = served
     status, bar, _fig, log, table, picker = client.predict(run_id, api_name="/runs_refresh")
     assert "done" in status and "evaluate" in status and "100%" in bar
-    assert [r for r in table["data"] if r[0] == run_id and r[2] == "done"]
+    assert [r for r in table["data"] if r[-1] == run_id and r[1] == "done" and r[0].startswith("tiny #")]
 
 
 def test_noisy_pairs_sorted_and_filtered(served):
@@ -101,7 +101,8 @@ def test_export_decisions_and_cleaned_pairs(served):
     client.predict(run_id, 5, "clean", "", api_name="/noisy_decide")
     files, msg = client.predict(run_id, 0.5, api_name="/noisy_export")
     by_name = {os.path.basename(f): f for f in files}
-    with open(by_name["cleaned_pairs.csv"]) as f:
+    assert "clean score ≥ 0.50" in msg
+    with open(by_name["cleaned_pairs_clean-ge-0.50.csv"]) as f:
         kept = list(csv.DictReader(f))
     ids = {int(r["pair"]) for r in kept}
     assert 5 in ids and 3 not in ids  # audited clean kept, audited noisy dropped
@@ -128,8 +129,8 @@ def test_correspondence_p_and_top_matches(served):
 
 def test_evolution_snapshots_and_gif(served):
     client, ctx, run_id = served
-    grid, change, bar, caption = client.predict(run_id, 1, api_name="/evo_snapshot")
-    assert grid and change and "iteration" in caption
+    grid, change, caption = client.predict(run_id, 1, api_name="/evo_snapshot")
+    assert grid and change and "iteration" in caption and "amplified **×" in caption
     path, msg = client.predict(run_id, api_name="/evo_gif")
     assert path.endswith(".gif") and open(path, "rb").read(4) == b"GIF8"
 
@@ -143,16 +144,17 @@ def test_recall_table(served):
 def test_embedding_map_and_picking_a_point(served):
     client, _, run_id = served
     statuses = ["clean", "flagged", "noisy (missed)", "noisy (flagged)", "distilled"]
-    fig, table, note = client.predict(run_id, "status", ["image", "text"], ["real", "distilled"], statuses,
-                                      api_name="/embedding_map")
-    assert "points shown" in note and "scattergl" in text_of(fig).lower()
+    images, texts, table, note = client.predict(run_id, ["real", "distilled"], statuses, None,
+                                                api_name="/embedding_map")
+    assert "images:" in note and "texts:" in note and "scattergl" in text_of(images).lower()
     rows = table["data"]
     assert {r[2] for r in rows} == {"real", "distilled"} and {r[1] for r in rows} == {"image", "text"}
     distilled = [r for r in rows if r[2] == "distilled"][0]
-    image, text = client.predict(run_id, distilled[0], api_name="/embedding_point")
+    assert rows[0][2] == "distilled"   # distilled points head the table
+    *_, image, text = client.predict(run_id, ["real", "distilled"], statuses, distilled[0], api_name="/embedding_point")
     assert image and text.startswith(f"distilled pair {distilled[3]}")
-    _, only, _ = client.predict(run_id, "kind", ["text"], ["real"], statuses, api_name="/embedding_map")
-    assert only["data"] and all(r[1] == "text" and r[2] == "real" for r in only["data"])
+    *_, only, _ = client.predict(run_id, ["real"], ["clean"], None, api_name="/embedding_map")
+    assert only["data"] and all(r[2] == "real" and r[4] == "clean" for r in only["data"])
 
 
 def test_retrieval_queries(served, tmp_path):
@@ -244,3 +246,23 @@ def test_heatmaps_of_any_real_pair_on_demand(served):
     grid, note = client.predict(run_id, row, api_name="/corr_item")
     assert grid and f"real pair {pair}" in note
     assert "⚠️" in client.predict(run_id, 10 ** 7, api_name="/corr_compute")[1]
+
+
+def test_every_tab_opens_on_meaningful_content(served):
+    """Issue 17: no blank first views. Noisy pairs opens on the first flagged pair with its image and
+    word maps, the embedding map's sample panel on the first distilled point, Retrieval on an example
+    query of the run's own captions already answered, Evolution with the amplified change."""
+    from mdw.views.noisy import first_flagged_pair
+    client, ctx, run_id = served
+    statuses = ["clean", "flagged", "noisy (missed)", "noisy (flagged)", "distilled"]
+    out = client.predict(run_id, "all", "all", 0, 1, 200, 0.5, None, api_name="/noisy_open")
+    pair, image, desc, heat, note = out[6:]   # (the gallery's ids are a gr.State: not in the API)
+    assert pair == first_flagged_pair(ctx.view(run_id)) and image and f"pair {pair}" in desc
+    assert heat and "Grad-CAM" in note   # the first flagged pair is among the stored least-trusted maps
+    *_, picked, image, text = client.predict(run_id, ["real", "distilled"], statuses, api_name="/embedding_open")
+    assert image and text.startswith("distilled pair 0 (image point)")
+    query, gallery, msg = client.predict(run_id, 5, api_name="/retrieval_open")
+    assert query and gallery and "example query" in msg and "its own image" in msg
+    change, p, alpha, ltm, info = client.predict(run_id, api_name="/evo_curves")
+    assert "×" in info and "image 0" in text_of(change) and "diagonal mass" in text_of(p)
+    assert "visual" in text_of(alpha) and "L_TM" in text_of(ltm)

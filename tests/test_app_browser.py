@@ -1,6 +1,5 @@
 """The workbench in a real browser (Playwright + Debian's chromium): every tab shows its content, a
 tiny run started from the form reaches `done`, an audit decision survives an app restart."""
-import os
 import re
 
 import pytest
@@ -11,24 +10,12 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from app_helpers import copy_runs, free_port, start_app, stop_app  # noqa: E402
 from helpers import TINY_RUN  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TAB_CHECKS = [("Noisy pairs", "#noisy-info", "training pairs shown"),
               ("Correspondence", "#corr-note", "s(v, t)"),
               ("Evolution", "#evo-info", "snapshots"),
               ("Embedding map", "#emb-note", "points shown"),
               ("Retrieval", "#ret-note", "methods evaluated"),
               ("Audit", "#audit-progress", "distilled pairs decided")]
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def open_tab(page, name: str) -> None:

@@ -1,8 +1,9 @@
-"""CSV injection (issue 15): every CSV the product writes (cleaned_pairs.csv, decisions.csv, the
+"""CSV injection (issue 15): every CSV the product writes (cleaned_pairs_clean-ge-<t>.csv, decisions.csv, the
 `mdw score` output) neutralises text cells a spreadsheet would run as formulas, keeps numbers as
 numbers, and reads back through the product's own table reader as the text that was written."""
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -58,7 +59,8 @@ def run_dir(tmp_path):
 
 
 def test_cleaned_pairs_export_is_neutralised_and_reads_back(run_dir):
-    path = RunView(run_dir).cleaned_pairs_csv(threshold=0.5)
+    path, n = RunView(run_dir).cleaned_pairs_csv(threshold=0.5)
+    assert os.path.basename(path) == "cleaned_pairs_clean-ge-0.50.csv" and n == len(CAPTIONS)
     rows = raw_rows(path)
     assert [r["caption"] for r in rows] == [expected_cell(c) for c in CAPTIONS]
     assert rows[-1]["image"] == "'-dash.png" and rows[0]["clean_score"] == "0.6"

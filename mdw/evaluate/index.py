@@ -43,6 +43,11 @@ from .view_config import IndexConfig
 INDEX_DIR = "index"
 
 
+def index_meta_path(run_dir: str) -> str:
+    """index/meta.json of a run: written last, so its presence means a complete index."""
+    return os.path.join(run_dir, INDEX_DIR, "meta.json")
+
+
 # ----- models -------------------------------------------------------------------------------
 
 def parse_spec(spec: str) -> tuple:
@@ -163,7 +168,7 @@ def build_run_index(run_dir: str, cfg, icfg: Optional[IndexConfig] = None,
              "captions": [ps.captions[int(j)] for j in ev], "caption_pair_ids": ev.tolist(),
              "caption_image": np.asarray(split.caption_image).tolist()}
     folder = os.path.join(run_dir, INDEX_DIR)
-    meta_path = os.path.join(folder, "meta.json")
+    meta_path = index_meta_path(run_dir)
     if os.path.exists(meta_path):
         os.remove(meta_path)  # the old index is incomplete from here until the new meta.json lands
     ann.write_index(os.path.join(folder, "images.faiss"), image_index)
@@ -200,7 +205,7 @@ class RunIndex:
 
     @classmethod
     def exists(cls, run_dir: str) -> bool:
-        return os.path.isfile(os.path.join(run_dir, INDEX_DIR, "meta.json"))
+        return os.path.isfile(index_meta_path(run_dir))
 
     @classmethod
     def load(cls, run_dir: str, device: str = "cpu") -> "RunIndex":
@@ -208,7 +213,7 @@ class RunIndex:
         if not cls.exists(run_dir):
             raise RunError(f"{run_dir}: no retrieval index (missing {folder}/meta.json; the index stage "
                            "or `python -m mdw query --build` writes it)")
-        meta = read_json(os.path.join(folder, "meta.json"))
+        meta = read_json(index_meta_path(run_dir))
         indexes = [ann.read_index(os.path.join(folder, n)) for n in ("images.faiss", "captions.faiss")]
         for name, index in zip(("images", "captions"), indexes):
             if isinstance(meta.get(name), dict) and meta[name].get("value"):

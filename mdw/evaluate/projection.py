@@ -131,10 +131,16 @@ def _model_file_sig(run_dir: str, spec: str):
     return _file_sig(os.path.join(run_dir, "eval", "students", parts[1], f"seed{parts[2]}.pt"))
 
 
+def points_path(run_dir: str) -> str:
+    """projection/points.npz of a run (written after meta.json is removed, so it may exist alone)."""
+    return os.path.join(run_dir, PROJECTION_DIR, "points.npz")
+
+
 def load_projection(run_dir: str) -> dict:
-    """The stored map: every array of points.npz (see the module docstring) and "meta"."""
+    """The stored map: every array of points.npz (see the module docstring) and "meta".
+    RunError when points.npz or meta.json is missing."""
     folder = os.path.join(run_dir, PROJECTION_DIR)
-    meta_path, pts = os.path.join(folder, "meta.json"), os.path.join(folder, "points.npz")
+    meta_path, pts = os.path.join(folder, "meta.json"), points_path(run_dir)
     if not (os.path.isfile(meta_path) and os.path.isfile(pts)):
         raise RunError(f"{run_dir}: no embedding map (missing {folder}/points.npz or meta.json; "
                        "the projection stage writes them)")
@@ -198,7 +204,7 @@ def project_run(run_dir: str, cfg, pcfg: Optional[ProjectionConfig] = None, repo
     sig = signature(run_dir, spec, pcfg)
     folder = os.path.join(run_dir, PROJECTION_DIR)
     meta_path = os.path.join(folder, "meta.json")
-    if not force and os.path.isfile(meta_path) and os.path.isfile(os.path.join(folder, "points.npz")):
+    if not force and os.path.isfile(meta_path) and os.path.isfile(points_path(run_dir)):
         old = read_json(meta_path)
         if old.get("signature") == sig:
             return {**old, "reused": True}
@@ -244,7 +250,7 @@ def project_run(run_dir: str, cfg, pcfg: Optional[ProjectionConfig] = None, repo
     }
     if os.path.exists(meta_path):
         os.remove(meta_path)  # points.npz and meta.json are replaced together; meta.json last
-    atomic_save(os.path.join(folder, "points.npz"), lambda tmp: np.savez_compressed(tmp, **arrays))
+    atomic_save(points_path(run_dir), lambda tmp: np.savez_compressed(tmp, **arrays))
     meta = {"method": method, "model": pcfg.model, "model_resolved": spec, "dim": int(vecs[0].shape[1]),
             "n_points": int(len(xy)), "n_fitted": int(len(coords)), "n_pairs_total": int(len(pair_ids)),
             "n_pairs_kept": int(nk), "n_images_kept": int(nu), "n_distilled": int(m),

@@ -221,7 +221,7 @@ class RunView:
         return self.find_heatmap("app", pair)
 
     # ----- exports --------------------------------------------------------------------------
-    def cleaned_pairs(self, threshold: float = 0.5) -> list:
+    def cleaned_pairs(self, threshold: float) -> list:
         """Training pairs kept after cleaning: clean score >= threshold, unless an audit decision
         says otherwise (audited "clean" keeps a pair, "noisy" drops it)."""
         s = self.scores()
@@ -240,12 +240,14 @@ class RunView:
                             "audit": d or ""})
         return out
 
-    def cleaned_pairs_csv(self, threshold: float = 0.5) -> str:
-        """Write audit/cleaned_pairs.csv (atomically; text cells escaped against spreadsheet
-        formulas, see mdw/csvio.py) and return its path."""
-        return write_csv(self.path("audit", "cleaned_pairs.csv"), CLEANED_COLUMNS, self.cleaned_pairs(threshold))
+    def cleaned_pairs_csv(self, threshold: float) -> tuple:
+        """Write audit/cleaned_pairs_clean-ge-<threshold, 2 decimals>.csv (atomically; text cells
+        escaped against spreadsheet formulas, see mdw/csvio.py): (its path, rows written)."""
+        rows = self.cleaned_pairs(threshold)
+        name = f"cleaned_pairs_clean-ge-{float(threshold):.2f}.csv"
+        return write_csv(self.path("audit", name), CLEANED_COLUMNS, rows), len(rows)
 
     def decisions_csv(self) -> str:
-        """Write audit/decisions.csv (atomically; escaped like cleaned_pairs.csv) and return its path."""
+        """Write audit/decisions.csv (atomically; escaped like the cleaned pair list) and return its path."""
         from .audit import decisions_csv
         return atomic_write_text(self.path("audit", "decisions.csv"), decisions_csv(self.run_dir))

@@ -1,5 +1,6 @@
 """The distilled side of a run folder as the app shows it: the distilled set and P̃, snapshots and
-their evolution (grids, change from the start, GIF), decoded captions, L_TM and the recall table.
+their evolution (grids, GIF; the change and curves are in mdw/views/evolution.py), decoded captions and
+the recall table.
 Every method returns None / [] when the run has not written the file yet.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from .store import atomic_write_bytes, read_json, read_jsonl
+from .store import atomic_write_bytes, read_json
 
 
 def image_grid(images: np.ndarray, cols: int = 8, tile: int = 96, pad: int = 2,
@@ -97,26 +98,19 @@ class DistillView:
     def snapshot_path(self, it: int) -> str:
         return self.path("distill", "snapshots", f"it_{int(it):05d}.pt")
 
-    def snapshot_images(self, it: int) -> np.ndarray:
-        """Ṽ at iteration `it` as uint8 (M, S, S, 3)."""
+    def snapshot(self, it: int):
+        """The DistilledSet saved at iteration `it` (cached); ValueError when there is none."""
         from ..distill.synset import DistilledSet
         it = int(it)
         if it not in self._snaps:
             if it not in self.snapshot_iterations():
                 raise ValueError(f"no snapshot at iteration {it}")
-            self._snaps[it] = DistilledSet.load(self.snapshot_path(it)).images_u8()
+            self._snaps[it] = DistilledSet.load(self.snapshot_path(it))
         return self._snaps[it]
 
-    def change_from_start(self, it: int) -> tuple:
-        """(per-image mean absolute pixel change in [0, 1] (M,), change maps uint8 (M, S, S, 3))
-        between the first snapshot and iteration `it` (amplified to the largest change)."""
-        its = self.snapshot_iterations()
-        a = self.snapshot_images(its[0]).astype(np.float32) / 255
-        b = self.snapshot_images(it).astype(np.float32) / 255
-        d = np.abs(b - a)
-        per = d.mean(axis=(1, 2, 3))
-        scale = max(float(d.max()), 1e-6)
-        return per, (np.clip(d / scale, 0, 1) * 255).astype(np.uint8)
+    def snapshot_images(self, it: int) -> np.ndarray:
+        """Ṽ at iteration `it` as uint8 (M, S, S, 3)."""
+        return self.snapshot(it).images_u8()
 
     def evolution_gif(self, cols: int = 8, tile: int = 64, ms: int = 400) -> Optional[str]:
         """distill/evolution.gif: one frame (the grid of Ṽ) per snapshot; its path, None without snapshots."""
@@ -127,13 +121,6 @@ class DistillView:
         buf = io.BytesIO()
         frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0)
         return atomic_write_bytes(self.path("distill", "evolution.gif"), buf.getvalue())
-
-    def ltm_curve(self) -> tuple:
-        """(iterations, L_TM) from events.jsonl."""
-        rows = [e for e in read_jsonl(self.path("events.jsonl")) if e.get("stage") == "distill" and "L_TM" in e]
-        last = {int(e["step"]): float(e["L_TM"]) for e in rows}  # a resumed stage re-logs its steps: latest wins
-        steps = sorted(last)
-        return steps, [last[s] for s in steps]
 
     # ----- evaluation -----------------------------------------------------------------------
     def results(self) -> list:
