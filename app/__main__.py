@@ -1,4 +1,4 @@
-"""python -m app [--host 127.0.0.1] [--port 7860] [--auth user:pass] [--runs DIR] [--no-demo]"""
+"""python -m app [--host 127.0.0.1] [--port 7860] [--auth user:pass] [--runs DIR] [--no-demo] [--demo-config JSON]"""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--auth", default=None, help="user:pass required to open the app")
     ap.add_argument("--runs", default=os.environ.get("MDW_RUNS", "runs"), help="runs folder (default ./runs or $MDW_RUNS)")
     ap.add_argument("--no-demo", action="store_true", help="do not start the demo run when there are no runs")
+    ap.add_argument("--demo-config", default="", help="run config of the demo run (default assets/configs/demo.json)")
     ap.add_argument("--max-running", type=int, default=1, help="runs at once; the others queue")
     return ap.parse_args(argv)
 
@@ -47,7 +48,7 @@ def start_demo_if_empty(ctx) -> str | None:
     from .tab_runs import demo_config
     if ctx.store.list_runs():
         return None
-    return ctx.manager.create_and_start(demo_config(), name="demo-scenes")
+    return ctx.manager.create_and_start(demo_config(ctx.demo_config), name="demo-scenes")
 
 
 def main(argv=None) -> None:
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
     from .build import CSS, build_app
     from .context import AppContext
 
-    ctx = AppContext(args.runs, max_running=args.max_running)
+    ctx = AppContext(args.runs, max_running=args.max_running, demo_config=args.demo_config)
     run_id = None if args.no_demo else start_demo_if_empty(ctx)
     if run_id:
         print(f"app: no runs yet in {ctx.runs_dir}; started the demo run {run_id}")

@@ -10,6 +10,7 @@ import threading
 
 import plotly.graph_objects as go
 
+from mdw.config import demo_config_path
 from mdw.errors import RunError
 from mdw.runs.manager import RunManager
 from mdw.runs.view import RunView
@@ -18,8 +19,9 @@ from mdw.views.runs import short_label
 
 
 class AppContext:
-    def __init__(self, runs_dir: str, max_running: int = 1):
+    def __init__(self, runs_dir: str, max_running: int = 1, demo_config: str = ""):
         self.runs_dir = os.path.abspath(runs_dir)
+        self.demo_config = demo_config or demo_config_path()   # the run started in an empty runs folder
         os.makedirs(self.runs_dir, exist_ok=True)
         self.manager = RunManager(self.runs_dir, max_running=max_running)
         self.store = self.manager.store

@@ -1,5 +1,5 @@
 """Starting and stopping the workbench as a subprocess (the browser tests and scripts/bench_app.py):
-`python -m app --runs RUNS --port PORT --no-demo`, answering on 127.0.0.1 when `start_app` returns."""
+`python -m app --runs RUNS --port PORT --no-demo` (or with a demo config), answering on 127.0.0.1 when `start_app` returns."""
 from __future__ import annotations
 
 import os
@@ -37,11 +37,13 @@ def free_port() -> int:
 
 
 def start_app(runs: str, port: int, *extra: str, log_path: Optional[str] = None,
-              timeout: float = 120.0) -> subprocess.Popen:
-    """The app serving `runs` on 127.0.0.1:port; RuntimeError (naming the log) if it exits or stays silent."""
+              timeout: float = 120.0, demo_config: str = "") -> subprocess.Popen:
+    """The app serving `runs` on 127.0.0.1:port; RuntimeError (naming the log) if it exits or stays silent.
+    With `demo_config` (a run config file) the app starts that demo run when `runs` is empty; else --no-demo."""
     env = dict(os.environ, PYTHONPATH=REPO, **APP_ENV)
     out = open(log_path, "w", encoding="utf-8") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the app
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--runs", runs, "--port", str(port), "--no-demo", *extra],
+    demo = ["--demo-config", demo_config] if demo_config else ["--no-demo"]
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--runs", runs, "--port", str(port), *demo, *extra],
                             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     where = f"; see {log_path}" if log_path else ""
     end = time.time() + timeout

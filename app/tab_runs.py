@@ -10,7 +10,7 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mdw.config import RunConfig, apply_overrides
+from mdw.config import RunConfig, apply_overrides, demo_config_path
 from mdw.errors import MDWError
 from mdw.views.runs import form_choices, loss_curves, short_label
 
@@ -19,16 +19,13 @@ from .context import AppContext, error_text, message_figure
 TABLE_COLS = ["run", "state", "stage", "progress", "created", "message", "id"]
 
 
-def demo_config_path() -> str:
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "configs", "demo.json")
-
-
-def demo_config() -> dict:
-    return RunConfig.load(demo_config_path()).to_dict()
+def demo_config(path: str = "") -> dict:
+    """The demo run's config (the built-in one unless `path` names another)."""
+    return RunConfig.load(path or demo_config_path()).to_dict()
 
 
 def build_config(source, path, image_root, eta, preset, m, iterations, epochs, device, extra) -> dict:
-    """The demo config with the form's fields and extra `key=value` lines applied (validated)."""
+    """The built-in demo config with the form's fields and extra `key=value` lines applied (validated)."""
     over = [f"data.source={source}", f"data.eta={float(eta)}", f"model.preset={preset}",
             f"distill.m={int(m)}", f"distill.iterations={int(iterations)}", f"experts.epochs={int(epochs)}",
             f"model.device={device}"]

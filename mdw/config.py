@@ -16,6 +16,13 @@ from .evaluate.view_config import IndexConfig, ProjectionConfig
 from .heatmaps.config import HeatmapConfig
 
 SOURCES = ("scenes", "flickr8k", "karpathy", "csv", "jsonl", "webdataset")
+# The demo run (`bash scripts/demo`, the app on an empty runs folder, `bench demo`), from the repository root
+DEMO_CONFIG = os.path.join("assets", "configs", "demo.json")
+
+
+def demo_config_path() -> str:
+    """The built-in demo run config's absolute path."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), DEMO_CONFIG)
 
 
 @dataclass

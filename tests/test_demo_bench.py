@@ -1,18 +1,16 @@
 """`python -m mdw bench demo` (issue 17): a fresh demo process timed stage by stage, and the demo
 config's story (the distilled set beside the random coreset and the strongest selection baseline)."""
 import json
-import os
 
 from mdw.bench import demo
-from mdw.config import RunConfig, apply_overrides
+from mdw.config import RunConfig, apply_overrides, demo_config_path
 from mdw.pipeline import stage_names
-from mdw.runs.manager import repo_root
 
 from helpers import TINY_RUN
 
 
 def test_demo_config_tells_the_story():
-    cfg = RunConfig.load(os.path.join(repo_root(), demo.DEMO_CONFIG))
+    cfg = RunConfig.load(demo_config_path())
     methods = cfg.evaluate.methods
     assert "random" in methods and "mdw" in methods
     assert "clean-coreset" in methods or "mdw-init" in methods   # what selection alone gives

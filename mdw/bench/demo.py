@@ -19,12 +19,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
+from ..config import DEMO_CONFIG
 from ..runs.manager import repo_root
 from ..runs.store import RunStore, read_json
 from .report import markdown_table, write_results
 
 TARGET_S = 300.0
-DEMO_CONFIG = os.path.join("assets", "configs", "demo.json")   # relative to the repository root
 
 
 @dataclass
