@@ -12,11 +12,11 @@ from plotly.subplots import make_subplots
 
 from mdw.config import RunConfig, apply_overrides
 from mdw.errors import MDWError
+from mdw.models.presets import preset_choices
 
 from .context import AppContext, error_text, message_figure
 
 SOURCES = ["scenes", "flickr8k", "karpathy", "csv", "jsonl", "webdataset"]
-PRESETS = ["cpu-small", "gpu-base"]
 DEVICES = ["auto", "cpu", "cuda"]
 TABLE_COLS = ["id", "name", "state", "stage", "progress", "created", "message"]
 
@@ -156,7 +156,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> None:
                 path = gr.Textbox(label="data path (folder / JSON / CSV / JSONL / shards; not for scenes)")
                 image_root = gr.Textbox(label="image root (Karpathy, CSV, JSONL)")
                 eta = gr.Slider(0.0, 0.8, value=demo["data"]["eta"], step=0.05, label="η (mismatched fraction)")
-                preset = gr.Dropdown(PRESETS, value=demo["model"]["preset"], allow_custom_value=True, label="model preset")
+                preset = gr.Dropdown(preset_choices(), value=demo["model"]["preset"], allow_custom_value=True, label="model preset")
                 with gr.Row():
                     m = gr.Number(value=demo["distill"]["m"], precision=0, label="M (distilled pairs)")
                     iters = gr.Number(value=demo["distill"]["iterations"], precision=0, label="iterations")
