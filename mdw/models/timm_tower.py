@@ -173,7 +173,10 @@ def _from_hub(name: str, tag: str, kw: dict) -> tuple[nn.Module, str]:
     from timm.models import get_pretrained_cfg
 
     full = name if tag == DEFAULT_TAG else f"{name}.{tag}"
-    pcfg = get_pretrained_cfg(full, allow_unregistered=False)
+    try:
+        pcfg = get_pretrained_cfg(full, allow_unregistered=False)
+    except RuntimeError:          # timm: "Invalid pretrained tag"
+        pcfg = None
     if pcfg is None:
         tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*") if "." in t]
         raise ModelError(f"model preset timm:{name}:{tag}: no such pretrained tag; tags: "
