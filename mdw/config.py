@@ -67,9 +67,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = "cpu-small"    # a preset name (mdw/models/presets.py), "ARCH", "ARCH:TAG" or "ARCH:/path/to.pt"
+    """The model families (mdw/models/presets.py): a built-in preset (cpu-small, cpu-wide, gpu-base,
+    nfnet-bert), "timm:NAME[:WEIGHTS]", or an open_clip "ARCH[:TAG_OR_PATH]"."""
+    preset: str = "cpu-small"    # a preset name, "timm:NAME[:pretrained|TAG|/path]", "ARCH", "ARCH:TAG" or "ARCH:/path/to.pt"
     embed_dim: int = 0           # 0: the preset's own
     device: str = "auto"         # auto | cpu | cuda | cuda:N
+    text: str = ""               # "": the preset's own text encoder (MiniLM, offline); "hf:NAME_OR_PATH": any HF / sentence-transformers encoder as g0
+    text_pooling: str = "auto"   # g0's pooling for model.text: auto (a sentence-transformers folder's own, else [CLS]) | mean | cls
+    image_trainable: bool = True  # False: the image tower's body is frozen (its head, h and τ train; the buffer holds only those)
+
+    def validate(self):
+        if self.text_pooling not in ("auto", "mean", "cls"):
+            raise ConfigError(f"model.text_pooling: unknown {self.text_pooling!r}; known: auto, mean, cls")
 
 
 @dataclass
@@ -212,6 +221,7 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         self.data.validate()
+        self.model.validate()
         self.experts.validate()
         self.distill.validate()
         self.heatmaps.validate()

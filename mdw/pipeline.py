@@ -28,7 +28,7 @@ def stage_data(ctx, cfg: RunConfig, report) -> None:
     summary = p.pairs.summary()
     summary["noise"] = {"eta": p.noise.eta, "seed": p.noise.seed, "count": int(len(p.noise.pairs))}
     summary["image_size"] = cfg.data.image_size
-    summary["text_context"] = text = context_summary(p.pairs.captions, cfg.model.preset)
+    summary["text_context"] = text = context_summary(p.pairs.captions, cfg.model)
     if text.get("truncated_captions"):
         ctx.log("warning: " + describe_cut(text["truncated_captions"], text["captions"], text["context_tokens"]))
     atomic_write_json(ctx.path("data", "pairs.json"), pairs_record(p, cfg.data))

@@ -22,10 +22,11 @@ def run(tmp_path_factory):
 
 def test_form_choices_are_the_library_lists():
     from mdw.config import SOURCES
-    from mdw.models.presets import PRESETS
+    from mdw.models.presets import PRESET_EXAMPLES, PRESETS
     from mdw.views.runs import form_choices
     c = form_choices()
-    assert c.sources == list(SOURCES) and c.presets == list(PRESETS) and "cpu-wide" in c.presets
+    assert c.presets == list(PRESETS) + list(PRESET_EXAMPLES)
+    assert c.sources == list(SOURCES) and "cpu-wide" in c.presets and "nfnet-bert" in c.presets
     assert c.devices == ["auto", "cpu", "cuda"]
 
 

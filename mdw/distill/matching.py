@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch.func import functional_call
 
-from .second_order import fast_second_order
+from .second_order import fast_second_order, twice_differentiable_attention
 from .synset import GROUPS, DistilledSet, param_group
 from ..train.losses import loss_function
 
@@ -59,9 +59,10 @@ class Student:
     def loss_at(self, params: list, images: torch.Tensor, text: torch.Tensor, targets: torch.Tensor,
                 fast: bool = False) -> torch.Tensor:
         """ℓ_P at the parameters `params` (in `names` order) on a batch (images, g0 text, P̃_bb);
-        fast: convolutions and GroupNorm with the closed-form second derivative (second_order.py)."""
+        fast: convolutions and GroupNorm with the closed-form second derivative (second_order.py).
+        Attention (ViT towers) always runs its math kernel: every step is differentiated twice."""
         buffers = {n: t.clone() for n, t in self.model.named_buffers()}  # batch-mode BN; stats not kept
-        with fast_second_order(fast):
+        with fast_second_order(fast), twice_differentiable_attention():
             img, txt, scale = functional_call(self.model, {**dict(zip(self.names, params)), **buffers}, (images, text))
         z = scale * img @ txt.t()
         return self.loss_fn(z, targets)

@@ -206,6 +206,14 @@ class _Route(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def twice_differentiable_attention():
+    """Context manager: scaled_dot_product_attention by its plain (math) kernel, whose backward is
+    differentiable again; the fused CPU / CUDA kernels (flash, memory-efficient) have no second
+    derivative, which the matching's reverse sweep takes through a ViT tower's attention."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def fast_second_order(enabled: bool = True):
     """Context manager: F.conv2d and F.group_norm called inside it (2-D maps, numeric padding)
     use the Functions above; everything else runs as usual."""

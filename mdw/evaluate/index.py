@@ -84,8 +84,7 @@ def resolve_spec(run_dir: str, spec: str) -> str:
 
 def load_model(run_dir: str, spec: str = "expert", device: Optional[str] = None):
     """The MDWModel a spec names, in eval mode (see the module docstring)."""
-    from ..config import ModelConfig
-    from ..models.presets import build_model
+    from ..models.presets import build_model, model_config_from
     from ..train.experts_io import load_expert
 
     what, a, b = parse_spec(resolve_spec(run_dir, spec))
@@ -100,8 +99,7 @@ def load_model(run_dir: str, spec: str = "expert", device: Optional[str] = None)
     if not os.path.isfile(path):
         raise RunError(f"{run_dir}: no student {a!r} seed {b} (missing {path}; the evaluate stage writes it)")
     s = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ModelConfig(preset=s["preset"], embed_dim=int(s["embed_dim"]), device=device or "auto"),
-                        int(s["image_size"]))
+    model = build_model(model_config_from(s, device), int(s["image_size"]))
     model.load_flat_params(s["params"])
     model.load_flat_buffers(s["buffers"])
     return model.eval()

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Callable
 
-from ..config import ModelConfig, RunConfig
+from ..config import RunConfig
 from ..runs.store import atomic_write_json, read_json
 from ..train.experts_io import experts_meta, load_expert
 from .methods import expand_methods, method_set, needs_plain, protocol_text, student_config
@@ -53,7 +53,7 @@ def stage_evaluate(ctx, cfg: RunConfig, report: Callable) -> None:
             row = expert_row(ctx, cfg, method.split("-", 1)[1], test)
         else:
             data = method_set(ctx, cfg, method, pairs, lambda f, msg="": say(0.5 * f, msg))
-            mcfg = ModelConfig(preset=arch, embed_dim=cfg.model.embed_dim, device=cfg.model.device)
+            mcfg = dataclasses.replace(cfg.model, preset=arch)   # the same text encoder g0: T̃ lives in its space
             scfg = student_config(ev, method)
             results = []
             for seed in range(ev.seeds):
@@ -61,8 +61,7 @@ def stage_evaluate(ctx, cfg: RunConfig, report: Callable) -> None:
                 model = train_student(data, mcfg, cfg.data.image_size, scfg, seed)
                 results.append(evaluate_model(model, test))
                 if seed == 0 and arch == archs[0]:
-                    save_student(ctx.path("eval", "students", method, "seed0.pt"), model,
-                                 cfg.model.embed_dim, cfg.data.image_size)
+                    save_student(ctx.path("eval", "students", method, "seed0.pt"), model, mcfg, cfg.data.image_size)
             row = {"method": method, "M": cfg.distill.m, "arch": arch, "seeds": ev.seeds,
                    "protocol": protocol_text(data, scfg), **mean_std(results)}
         row["seconds"] = time.time() - t0

@@ -16,7 +16,7 @@ import torch
 from ..config import EvalConfig, ModelConfig
 from ..distill.synset import GROUPS, DistilledSet, param_group
 from ..models.model import MDWModel
-from ..models.presets import build_model
+from ..models.presets import build_model, model_identity
 from ..runs.store import atomic_save
 from ..train.data import PairTensors, RetrievalSplit, embed_split, to_float_images
 from ..train.finite import check_finite, lower_lr_hint
@@ -120,9 +120,10 @@ def mean_std(results: list) -> dict:
     return out
 
 
-def save_student(path: str, model: MDWModel, embed_dim: int, image_size: int) -> None:
+def save_student(path: str, model: MDWModel, model_cfg: ModelConfig, image_size: int) -> None:
     """The format `mdw.evaluate.index.load_model` reads (student:<method>[:<seed>])."""
     state = {"params": model.flat_params().cpu(), "buffers": model.flat_buffers().cpu(),
-             "preset": model.preset, "embed_dim": int(embed_dim), "image_size": int(image_size)}
+             "preset": model.preset, "embed_dim": int(model_cfg.embed_dim), "model": model_identity(model_cfg),
+             "image_size": int(image_size)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_save(path, lambda tmp: torch.save(state, tmp))

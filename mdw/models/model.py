@@ -5,7 +5,9 @@ to 0.07 (or to a pretrained checkpoint's value). Training runs on cached g0 feat
 (`encode_text_g0`), so g0 never runs in the training loop.
 
 Trainable parameters (`trainable_parameters`, the trajectory buffer's flat vector): the image
-tower, h and logit_scale; never the frozen text transformer. BatchNorm running statistics are
+tower, h and logit_scale; never the frozen text transformer. With `image_trainable=False` the image
+tower's body is frozen too (kept in eval mode, so BatchNorm statistics stay put): only its `head`
+(when it has one), h and logit_scale train, and only they are in the buffer. BatchNorm running statistics are
 buffers, not parameters: they are NOT in `flat_params()`; `flat_buffers()` /
 `load_flat_buffers()` carry them separately for whoever needs eval-mode snapshots.
 """
@@ -26,7 +28,7 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 class MDWModel(nn.Module):
     def __init__(self, visual: nn.Module, text: nn.Module, normalize: Normalize, preset: str,
-                 image_size: int, logit_scale: Optional[float] = None):
+                 image_size: int, logit_scale: Optional[float] = None, image_trainable: bool = True):
         super().__init__()
         self.normalize = normalize     # [0, 1] pixels -> tower input (and resize, for open_clip towers)
         self.visual = visual           # f_θ: forward(x) and forward_with_features(x) -> (emb, map)
@@ -34,8 +36,18 @@ class MDWModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE if logit_scale is None else logit_scale))
         self.preset = preset
         self.image_size = image_size   # the size of the images this model is fed (the data cache's)
+        self.image_trainable = bool(image_trainable)
+        self._frozen_body = [] if image_trainable else [m for n, m in visual.named_children() if n != "head"]
+        for m in self._frozen_body:
+            m.requires_grad_(False).eval()
         keep = {id(p) for p in visual.parameters()} | {id(p) for p in text.proj.parameters()} | {id(self.logit_scale)}
         self._trainable = [n for n, p in self.named_parameters() if id(p) in keep and p.requires_grad]
+
+    def train(self, mode: bool = True) -> "MDWModel":
+        super().train(mode)
+        for m in self._frozen_body:   # a frozen body never leaves eval mode
+            m.eval()
+        return self
 
     # -- sizes -------------------------------------------------------------------------------
     @property

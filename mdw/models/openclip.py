@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import threading
 from typing import Optional, Sequence
 from urllib.parse import urlparse
 
@@ -22,38 +20,12 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelError
+from .hub import hf_cached_file, host_reachable, looks_like_path, network_disabled
 from .text import ProgressFn, TokenFeatures, batched_in_length_order, merge_bpe, merge_wordpieces
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
 
 
 # ---------------------------------------------------------------------------------------------
-# Weights resolution (offline-aware)
-
-def looks_like_path(tag: str) -> bool:
-    return (os.sep in tag or "/" in tag or tag.startswith(("~", ".")) or tag.lower().endswith(CHECKPOINT_SUFFIXES))
-
-
-def network_disabled() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def host_reachable(host: str, port: int = 443, timeout: float = 1.5) -> bool:
-    """True when a TCP connection to host:port opens within `timeout` s (DNS included)."""
-    ok: list = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return bool(ok)
+# Weights resolution (offline-aware; the rules are mdw/models/hub.py's)
 
 
 def cached_weights(tag_cfg: dict) -> Optional[str]:
@@ -62,19 +34,13 @@ def cached_weights(tag_cfg: dict) -> Optional[str]:
         return tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
     hub = tag_cfg.get("hf_hub", "")
     if hub:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:
-            try_to_load_from_cache = None
-        if try_to_load_from_cache is not None:
-            repo, filename = os.path.split(hub)
-            names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-            if filename.endswith((".bin", ".pth")):
-                names.insert(0, filename[:-4] + ".safetensors")
-            for name in names:
-                found = try_to_load_from_cache(repo_id=repo, filename=name)
-                if isinstance(found, str) and os.path.isfile(found):
-                    return found
+        repo, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        found = hf_cached_file(repo, names)
+        if found:
+            return found
     url = tag_cfg.get("url", "")
     if url:
         local = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))

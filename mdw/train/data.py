@@ -17,7 +17,10 @@ from ..models.text_cache import cached_g0_features
 
 
 def to_float_images(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1] on device."""
+    """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1] on device. To a CUDA device the uint8
+    batch goes through pinned (page-locked) memory, so the copy is asynchronous."""
+    if torch.device(device).type == "cuda" and batch_u8.device.type == "cpu" and not batch_u8.is_pinned():
+        batch_u8 = batch_u8.pin_memory()
     return batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 

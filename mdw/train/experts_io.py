@@ -16,7 +16,7 @@ import torch
 
 from ..config import ExpertConfig, ModelConfig
 from ..models.model import MDWModel
-from ..models.presets import build_model
+from ..models.presets import build_model, model_config_from, model_identity
 from ..runs.store import atomic_save, atomic_write_json, read_json
 from .dtcl import ExpertsResult
 
@@ -43,7 +43,7 @@ def save_experts(res: ExpertsResult, run_dir: str, cfg: ExpertConfig, model_cfg:
     atomic_save(os.path.join(run_dir, "dtcl", scores_name(res.kind)), lambda tmp: np.savez_compressed(tmp, **arrays))
     atomic_write_json(os.path.join(folder, "meta.json"), {
         "kind": res.kind, "tracks": [t.name for t in res.tracks], "preset": model_cfg.preset,
-        "embed_dim": model_cfg.embed_dim, "image_size": image_size,
+        "embed_dim": model_cfg.embed_dim, "model": model_identity(model_cfg), "image_size": image_size,
         "n_params": int(m0.num_trainable()),
         "params": [[n, list(p.shape)] for n, p in m0.trainable_parameters()],
         "epochs": cfg.epochs, "epochs_kept": len(res.tracks[0].buffer) - 1, "lr": cfg.lr,
@@ -74,8 +74,7 @@ def load_preconditioner(run_dir: str, kind: str = "dtcl", track: str = "A"):
 def load_expert(run_dir: str, kind: str = "dtcl", track: str = "A", device: Optional[str] = None) -> MDWModel:
     """The track's final model (trainable parameters and BatchNorm statistics), in eval mode."""
     meta = experts_meta(run_dir, kind)
-    model = build_model(ModelConfig(preset=meta["preset"], embed_dim=meta["embed_dim"], device=device or "auto"),
-                        meta["image_size"])
+    model = build_model(model_config_from(meta, device), meta["image_size"])
     final = torch.load(os.path.join(run_dir, "experts", kind, f"final_{track}.pt"), map_location="cpu")
     model.load_flat_params(final["params"])
     model.load_flat_buffers(final["buffers"])

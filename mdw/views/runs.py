@@ -43,8 +43,8 @@ class LossCurves:
 def form_choices() -> FormChoices:
     """The data sources, model presets and devices the new-run form offers."""
     from ..config import SOURCES
-    from ..models.presets import PRESETS
-    return FormChoices(list(SOURCES), list(PRESETS), list(DEVICES))
+    from ..models.presets import preset_choices
+    return FormChoices(list(SOURCES), preset_choices(), list(DEVICES))
 
 
 def short_label(run_id: str) -> str:
