@@ -132,8 +132,8 @@ def test_nfnet_bert_preset_and_app_list():
         ("timm:nfnet_l0:pretrained", "hf:bert-base-uncased", "cls", 224, 2304)
     choices = preset_choices()
     assert choices[:len(PRESETS)] == list(PRESETS) and any(c.startswith("timm:") for c in choices)
-    import app.tab_runs as tab
-    assert tab.preset_choices is preset_choices      # the app lists presets from presets.py
+    from mdw.views.runs import form_choices
+    assert form_choices().presets == choices         # the app's new-run form lists presets.py's choices
 
 
 @pytest.mark.parametrize("cfg,hint", [
