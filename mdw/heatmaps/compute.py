@@ -50,6 +50,8 @@ class CamOptions:
                             # what the word adds to its caption (its token state shares much of it)
     flip: bool = True       # average with the (un-flipped) map of the horizontally flipped image
     blur: float = 0.03      # Gaussian blur of the final map, σ as a fraction of its side (2 px at 64)
+    layer: str = ""         # the tower's map drawn on ("": the last; "stages.1": cpu-small's 8×8 at 64 px)
+    weighting: str = "grad"  # grad: Grad-CAM channel weights | layer: Layer-CAM per-cell positive gradients
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -230,7 +232,8 @@ def _batch_maps(model, x: torch.Tensor, caps: list, size: int, cam: CamOptions) 
                 words[b, :len(cw.words)] = F.normalize(model.encode_text_g0(word_features(tf, cw).to(dev)), dim=-1)
     mask = (words.abs().sum(-1, keepdim=True) > 0).float()                 # padded words stay zero
     targets = torch.cat([sent[:, None], words - cam.contrast * sent[:, None] * mask], 1)
-    kw = dict(out_size=size, relu=cam.relu, align=cam.align, shifts=cam.shifts, positive=cam.positive)
+    kw = dict(out_size=size, relu=cam.relu, align=cam.align, shifts=cam.shifts, positive=cam.positive,
+              layer=cam.layer, weighting=cam.weighting)
     maps, sims = gradcam_with_scores(model, x, targets, **kw)
     if cam.flip:
         flipped, _ = gradcam_with_scores(model, x.flip(-1), targets, **kw)
