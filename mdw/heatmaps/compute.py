@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -33,28 +33,9 @@ import torch.nn.functional as F
 from ..models.gradcam import blur_maps, eval_mode, gradcam_with_scores, normalise_maps
 from ..models.text import TokenFeatures
 from ..models.text_context import TextFit
+from .config import CamOptions  # defined with the stage's settings (no heavy imports); importable from here too
 
 _EDGE_PUNCT = re.compile(r"^\W+|\W+$")
-
-
-@dataclass(frozen=True)
-class CamOptions:
-    """How the maps are drawn (`mdw.models.gradcam`); the defaults scored best on the scenes
-    pointing game (docs/benchmarks/heatmaps.md), plain Grad-CAM is align=False, shifts=1,
-    positive=False."""
-    align: bool = True      # each cell of the map placed where it looks in the image
-    shifts: int = 4         # shift-and-stitch: a map shifts× finer per axis (shifts² forward passes)
-    positive: bool = True   # only channels whose weight is positive (that raise s(v, w)) count
-    relu: bool = True       # ReLU on the weighted sum (standard Grad-CAM)
-    contrast: float = 0.5   # the map is drawn for ŵ − contrast·t̂ (t̂: the whole caption's direction):
-                            # what the word adds to its caption (its token state shares much of it)
-    flip: bool = True       # average with the (un-flipped) map of the horizontally flipped image
-    blur: float = 0.03      # Gaussian blur of the final map, σ as a fraction of its side (2 px at 64)
-    layer: str = ""         # the tower's map drawn on ("": the last; "stages.1": cpu-small's 8×8 at 64 px)
-    weighting: str = "grad"  # grad: Grad-CAM channel weights | layer: Layer-CAM per-cell positive gradients
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

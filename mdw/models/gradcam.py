@@ -16,7 +16,7 @@ Options (defaults: standard Grad-CAM plus `align`): `align` places each cell of 
 in the image (`feature_centres`: a stride-2 ResNet's cells are not at their cells' middles);
 `shifts` > 1 is shift-and-stitch, a map `shifts`× finer per axis from `shifts`² shifted passes;
 `positive` keeps only channels with α > 0. The heatmaps use align + shifts=4 + positive (see
-mdw/heatmaps/compute.py: CamOptions); CEO may keep the one-pass default for speed.
+mdw/heatmaps/config.py: CamOptions); CEO may keep the one-pass default for speed.
 
 Mode: by default the model runs in eval mode for the call (`use_eval_mode=True`; its previous mode is
 restored afterwards). Pass eval mode (or keep the default): in train mode BatchNorm normalises with
