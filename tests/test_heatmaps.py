@@ -333,3 +333,5 @@ def test_heatmap_bench_expert_is_adam_unless_asked_for_the_run_default():
     run_default = ExpertConfig()
     e = parse("--optimizer", "sgd", "--epochs", "3").experts
     assert (e.optimizer, e.lr, e.grad_clip, e.epochs) == ("sgd", run_default.lr, run_default.grad_clip, 3)
+    assert parse().run_default and not parse("--no-run-default").run_default
+    assert parse("--experts-dir", "saved").experts_dir == "saved"
