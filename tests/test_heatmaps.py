@@ -139,6 +139,47 @@ def test_planted_model_map_peaks_in_the_region(planted):
     assert wm.scores[wm.word_index("red")] > 0.5 and wm.scores[wm.word_index("green")] > 0.5
 
 
+class TwoScaleTower(nn.Module):
+    """Parameter-free: `fine` averages 4x4 pixel cells (8x8 map at 32 px), the last map 8x8 cells."""
+    output_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        self.fine = nn.AvgPool2d(4)
+        self.coarse = nn.AvgPool2d(2)
+
+    def forward_with_features(self, x):
+        feats = self.coarse(self.fine(x))
+        return feats.mean((2, 3)), feats
+
+    def forward_features(self, x):
+        return self.forward_with_features(x)[1]
+
+    def forward(self, x):
+        return self.forward_with_features(x)[0]
+
+
+@pytest.mark.parametrize("weighting", ["grad", "layer"])
+def test_an_earlier_finer_layer_resolves_a_region_the_last_map_cannot(weighting):
+    """A red 4x4 patch in the corner quarter of an 8x8 cell: the last map can only point at its
+    cell's centre (outside the patch); the finer layer points inside it."""
+    text = FrozenTextEncoder(embed_dim=3, proj_type="linear")
+    m = MDWModel(TwoScaleTower(), text, Normalize((0, 0, 0), (1, 1, 1)), "two-scale", 32).eval()
+    img = np.full((32, 32, 3), 0.05)
+    img[12:16, 20:24] = (1.0, 0.05, 0.05)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    red = torch.eye(3)[None, :1]
+    fine = gradcam(m, x, red, layer="fine", weighting=weighting)[0, 0]
+    y, xx = np.unravel_index(int(fine.argmax()), (32, 32))
+    assert 12 <= y < 16 and 20 <= xx < 24, (y, xx)
+    assert fine[12:16, 20:24].mean() > 0.6 and fine.mean() < 0.1
+    coarse = gradcam(m, x, red, weighting=weighting)[0, 0]   # the last map: the 8x8 cell (8:16, 16:24)
+    y, xx = np.unravel_index(int(coarse.argmax()), (32, 32))
+    assert not (12 <= y < 16 and 20 <= xx < 24) and 8 <= y < 16 and 16 <= xx < 24
+    with pytest.raises(ValueError, match="no layer"):
+        gradcam(m, x, red, layer="stages.9")
+
+
 # -- words ------------------------------------------------------------------------------------------
 def test_align_to_split():
     cap = "One shape: a Café's naïve-test, don't"
@@ -292,3 +333,5 @@ def test_heatmap_bench_expert_is_adam_unless_asked_for_the_run_default():
     run_default = ExpertConfig()
     e = parse("--optimizer", "sgd", "--epochs", "3").experts
     assert (e.optimizer, e.lr, e.grad_clip, e.epochs) == ("sgd", run_default.lr, run_default.grad_clip, 3)
+    assert parse().run_default and not parse("--no-run-default").run_default
+    assert parse("--experts-dir", "saved").experts_dir == "saved"

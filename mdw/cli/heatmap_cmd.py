@@ -85,6 +85,10 @@ def add_bench_parser(bsub) -> None:
     b.add_argument("--optimizer", choices=["adam", "sgd"], default=None,
                    help="the expert's optimizer (default adam, lr 0.001; sgd: a default run's expert settings)")
     b.add_argument("--shifts", type=int, default=None, help="shift-and-stitch passes per axis of the default maps")
+    b.add_argument("--no-run-default", action="store_true",
+                   help="skip the run-default expert row (an expert trained as `mdw run` trains it: DTCL, SGD)")
+    b.add_argument("--experts-dir", default="",
+                   help="save each trained expert here and reuse one saved with the same settings")
     b.add_argument("--max-test-pairs", type=int, default=None, help="score only the first N test captions")
     b.add_argument("--out", default=None, help="output folder (default docs/benchmarks)")
     b.add_argument("--threads", type=int, default=0,
@@ -113,6 +117,8 @@ def bench_config(args):
         cfg.experts = dataclasses.replace(cfg.experts, optimizer="sgd", lr=d.lr, grad_clip=d.grad_clip)
     if args.shifts:
         cfg.cam = dataclasses.replace(cfg.cam, shifts=args.shifts)
+    cfg.run_default = not args.no_run_default
+    cfg.experts_dir = args.experts_dir
     if args.max_test_pairs:
         cfg.max_test_pairs = args.max_test_pairs
     if args.out:

@@ -4,5 +4,5 @@ compute.py  per-word Grad-CAM maps of (image, caption) pairs: `word_maps`, `Word
 render.py   overlays, colour maps, labelled grids, PNGs
 store.py    heatmaps/maps.npz + index.json in a run folder
 stage.py    the `heatmaps` run stage and `compute_and_append` (for the distillation stage)
-config.py   `HeatmapConfig` (no heavy imports: mdw.config may import it)
+config.py   `HeatmapConfig`, `CamOptions` (no heavy imports: mdw.config may import it)
 """

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -33,26 +33,9 @@ import torch.nn.functional as F
 from ..models.gradcam import blur_maps, eval_mode, gradcam_with_scores, normalise_maps
 from ..models.text import TokenFeatures
 from ..models.text_context import TextFit
+from .config import CamOptions  # defined with the stage's settings (no heavy imports); importable from here too
 
 _EDGE_PUNCT = re.compile(r"^\W+|\W+$")
-
-
-@dataclass(frozen=True)
-class CamOptions:
-    """How the maps are drawn (`mdw.models.gradcam`); the defaults scored best on the scenes
-    pointing game (docs/benchmarks/heatmaps.md), plain Grad-CAM is align=False, shifts=1,
-    positive=False."""
-    align: bool = True      # each cell of the map placed where it looks in the image
-    shifts: int = 4         # shift-and-stitch: a map shifts× finer per axis (shifts² forward passes)
-    positive: bool = True   # only channels whose weight is positive (that raise s(v, w)) count
-    relu: bool = True       # ReLU on the weighted sum (standard Grad-CAM)
-    contrast: float = 0.5   # the map is drawn for ŵ − contrast·t̂ (t̂: the whole caption's direction):
-                            # what the word adds to its caption (its token state shares much of it)
-    flip: bool = True       # average with the (un-flipped) map of the horizontally flipped image
-    blur: float = 0.03      # Gaussian blur of the final map, σ as a fraction of its side (2 px at 64)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -230,7 +213,8 @@ def _batch_maps(model, x: torch.Tensor, caps: list, size: int, cam: CamOptions) 
                 words[b, :len(cw.words)] = F.normalize(model.encode_text_g0(word_features(tf, cw).to(dev)), dim=-1)
     mask = (words.abs().sum(-1, keepdim=True) > 0).float()                 # padded words stay zero
     targets = torch.cat([sent[:, None], words - cam.contrast * sent[:, None] * mask], 1)
-    kw = dict(out_size=size, relu=cam.relu, align=cam.align, shifts=cam.shifts, positive=cam.positive)
+    kw = dict(out_size=size, relu=cam.relu, align=cam.align, shifts=cam.shifts, positive=cam.positive,
+              layer=cam.layer, weighting=cam.weighting)
     maps, sims = gradcam_with_scores(model, x, targets, **kw)
     if cam.flip:
         flipped, _ = gradcam_with_scores(model, x.flip(-1), targets, **kw)

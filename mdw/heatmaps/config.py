@@ -1,9 +1,30 @@
 """The heatmaps stage's settings (a RunConfig field); imports nothing heavy, so mdw.config can use it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CamOptions:
+    """How the word maps are drawn (`mdw.models.gradcam`, `mdw.heatmaps.compute.word_maps`): the one
+    place their defaults live (the heatmaps stage, the app's tabs, `mdw heatmap` and the bench use
+    them). The defaults scored best on the scenes pointing game's dev split
+    (docs/benchmarks/heatmaps.md); plain Grad-CAM is align=False, shifts=1, positive=False."""
+    align: bool = True      # each cell of the map placed where it looks in the image
+    shifts: int = 4         # shift-and-stitch: a map shifts× finer per axis (shifts² forward passes)
+    positive: bool = True   # only channels whose weight is positive (that raise s(v, w)) count
+    relu: bool = True       # ReLU on the weighted sum (standard Grad-CAM)
+    contrast: float = 0.7   # the map is drawn for ŵ − contrast·t̂ (t̂: the whole caption's direction):
+                            # what the word adds to its caption (its token state shares much of it)
+    flip: bool = True       # average with the (un-flipped) map of the horizontally flipped image
+    blur: float = 0.03      # Gaussian blur of the final map, σ as a fraction of its side (2 px at 64)
+    layer: str = ""         # the tower's map drawn on ("": the last; "stages.1": cpu-small's 8×8 at 64 px)
+    weighting: str = "grad"  # grad: Grad-CAM channel weights | layer: Layer-CAM per-cell positive gradients
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -13,7 +34,7 @@ class HeatmapConfig:
     n_most: int = 32             # most trusted training pairs (highest consensus clean score)
     n_least: int = 32            # least trusted training pairs
     track: str = "A"             # which expert track's final model draws the maps
-    shifts: int = 4              # shift-and-stitch passes per axis (1: one pass, the coarse last map)
+    shifts: int = CamOptions.shifts  # shift-and-stitch passes per axis (1: one pass, the coarse last map)
     batch_size: int = 64
 
     def validate(self) -> "HeatmapConfig":

@@ -16,7 +16,7 @@ Options (defaults: standard Grad-CAM plus `align`): `align` places each cell of 
 in the image (`feature_centres`: a stride-2 ResNet's cells are not at their cells' middles);
 `shifts` > 1 is shift-and-stitch, a map `shifts`× finer per axis from `shifts`² shifted passes;
 `positive` keeps only channels with α > 0. The heatmaps use align + shifts=4 + positive (see
-mdw/heatmaps/compute.py: CamOptions); CEO may keep the one-pass default for speed.
+mdw/heatmaps/config.py: CamOptions); CEO may keep the one-pass default for speed.
 
 Mode: by default the model runs in eval mode for the call (`use_eval_mode=True`; its previous mode is
 restored afterwards). Pass eval mode (or keep the default): in train mode BatchNorm normalises with
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
@@ -81,19 +82,50 @@ def blur_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def cam_from_grads(feats: torch.Tensor, grads: torch.Tensor, relu: bool = True,
-                   positive: bool = False) -> torch.Tensor:
-    """(N, C, h, w) map and its gradient -> (N, h, w) Grad-CAM: ReLU(Σ_c α_c A_c), α = mean_hw(grad);
-    positive=True keeps only the channels that raise the score (α_c ← max(α_c, 0))."""
-    alpha = grads.mean(dim=(2, 3), keepdim=True)
-    if positive:
-        alpha = F.relu(alpha)
-    cam = (alpha * feats).sum(1)
+                   positive: bool = False, weighting: str = "grad") -> torch.Tensor:
+    """(N, C, h, w) map and its gradient -> (N, h, w) class activation map.
+
+    weighting "grad" (Grad-CAM): ReLU(Σ_c α_c A_c), α_c = mean_hw(grad_c); positive=True keeps
+    only the channels that raise the score (α_c ← max(α_c, 0)). "layer" (Layer-CAM, Jiang et al.
+    2021): ReLU(Σ_c max(grad_c,ij, 0) A_c,ij), each cell weighted by its own positive gradient,
+    which keeps an earlier, finer map's locality (`positive` is then implied).
+    """
+    if weighting == "layer":
+        cam = (F.relu(grads) * feats).sum(1)
+    else:
+        alpha = grads.mean(dim=(2, 3), keepdim=True)
+        if positive:
+            alpha = F.relu(alpha)
+        cam = (alpha * feats).sum(1)
     return F.relu(cam) if relu else cam
 
 
-def feature_centres(model: nn.Module, size: int) -> tuple[np.ndarray, np.ndarray]:
+def spatial_map(model: nn.Module, x: torch.Tensor, layer: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (normalised embedding (N, D), the map (N, C, h, w) the embedding is computed from).
+
+    layer "": the image tower's last spatial map (`encode_image_with_features`); else the output
+    of the tower's submodule of that name (e.g. "stages.1": the cpu-small tower's 8×8 map at
+    64 px, "stages.0" its 16×16 map), caught by a forward hook on `model.visual`.
+    """
+    if not layer:
+        return model.encode_image_with_features(x)
+    try:
+        module = model.visual.get_submodule(layer)
+    except AttributeError as e:
+        raise ValueError(f"gradcam: the image tower has no layer {layer!r}") from e
+    caught: list = []
+    handle = module.register_forward_hook(lambda m, i, out: caught.append(out))
+    try:
+        emb = model.encode_image(x)
+    finally:
+        handle.remove()
+    return emb, caught[-1]
+
+
+def feature_centres(model: nn.Module, size: int, layer: str = "") -> tuple[np.ndarray, np.ndarray]:
     """(row centres (h,), column centres (w,)): where in the input image (pixel units, 0..size)
-    each row / column of the last spatial map looks, measured once per model and input size.
+    each row / column of the map `layer` (see `spatial_map`; "" the last map) looks, measured once
+    per model, input size and layer.
 
     A stride-2 convolution with padding 1 centres output i on input 2i, so the cells of a ResNet's
     last map sit at stride·i + 0.5 px, not at the cell centres stride·(i + ½) that plain bilinear
@@ -101,20 +133,20 @@ def feature_centres(model: nn.Module, size: int) -> tuple[np.ndarray, np.ndarray
     is the centre of mass of the squared input gradient of a middle-column (middle-row) cell,
     summed over a few fixed random images: the effective receptive field's centre.
     """
-    key = (int(size), str(next(model.parameters()).device))
+    key = (int(size), str(next(model.parameters()).device), layer)
     cache = _CENTRES.setdefault(model, {})
     if key not in cache:
-        cache[key] = _measure_centres(model, int(size))
+        cache[key] = _measure_centres(model, int(size), layer)
     return cache[key]
 
 
-def _measure_centres(model: nn.Module, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _measure_centres(model: nn.Module, size: int, layer: str) -> tuple[np.ndarray, np.ndarray]:
     dev = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
     x = (0.5 + 0.2 * torch.randn(PROBE_IMAGES, 3, size, size, generator=gen)).clamp(0, 1).to(dev)
     x.requires_grad_(True)
     with eval_mode(model), torch.enable_grad():
-        feats = model.encode_image_with_features(x)[1]
+        feats = spatial_map(model, x, layer)[1]
         h, w = feats.shape[-2:]
         pix = np.arange(size) + 0.5
 
@@ -165,19 +197,29 @@ def _visual_needs_input_grad(model: nn.Module, images01: torch.Tensor) -> bool:
     return not images01.requires_grad and not any(p.requires_grad for p in visual.parameters())
 
 
-def _raw_cams(model: nn.Module, x: torch.Tensor, txt: torch.Tensor, relu: bool, positive: bool,
-              create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cams (N, K, h, w) on the last map, similarities (N, K)); grad mode on, model as it is."""
+@dataclass(frozen=True)
+class _How:
+    """How one pass turns gradients into a map (see `gradcam_with_scores`)."""
+    relu: bool = True
+    positive: bool = False
+    create_graph: bool = False
+    layer: str = ""
+    weighting: str = "grad"
+
+
+def _raw_cams(model: nn.Module, x: torch.Tensor, txt: torch.Tensor, how: _How) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cams (N, K, h, w) on the map `how.layer`, similarities (N, K)); grad mode on, model as it is."""
     if _visual_needs_input_grad(model, x):
         x = x.detach().requires_grad_(True)
-    emb, feats = model.encode_image_with_features(x)
+    emb, feats = spatial_map(model, x, how.layer)
     sims = torch.einsum("nd,nkd->nk", emb.float(), txt)
     maps = []
     k = txt.shape[1]
     for j in range(k):
-        keep = create_graph or j < k - 1
-        (grad,) = torch.autograd.grad(sims[:, j].sum(), feats, retain_graph=keep, create_graph=create_graph)
-        maps.append(cam_from_grads(feats if create_graph else feats.detach(), grad, relu, positive))
+        keep = how.create_graph or j < k - 1
+        (grad,) = torch.autograd.grad(sims[:, j].sum(), feats, retain_graph=keep, create_graph=how.create_graph)
+        maps.append(cam_from_grads(feats if how.create_graph else feats.detach(), grad, how.relu, how.positive,
+                                   how.weighting))
     return torch.stack(maps, 1).float(), sims
 
 
@@ -188,8 +230,8 @@ def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return F.pad(x[..., dy:, dx:], (0, dx, 0, dy), mode="replicate")
 
 
-def _stitched_cams(model: nn.Module, x: torch.Tensor, txt: torch.Tensor, relu: bool, positive: bool,
-                   create_graph: bool, shifts: int, centres: tuple) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+def _stitched_cams(model: nn.Module, x: torch.Tensor, txt: torch.Tensor, how: _How, shifts: int,
+                   centres: tuple) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """Shift-and-stitch (Long et al. 2015): the map of the image shifted by t/shifts of a cell
     (t = 0..shifts-1, each axis) fills the nodes between the unshifted map's; -> (cams on the
     (h·shifts, w·shifts) grid, the unshifted similarities, the grid's row and column centres)."""
@@ -206,7 +248,7 @@ def _stitched_cams(model: nn.Module, x: torch.Tensor, txt: torch.Tensor, relu: b
     for dy in offs_y:
         blocks = []
         for dx in offs_x:
-            cams, s = _raw_cams(model, shift_image(x, dy, dx), txt, relu, positive, create_graph)
+            cams, s = _raw_cams(model, shift_image(x, dy, dx), txt, how)
             sims = s if sims is None else sims
             blocks.append(cams)
         grid_rows.append(torch.cat(blocks, -1))                      # (N, K, h, w·shifts)
@@ -218,7 +260,8 @@ def _stitched_cams(model: nn.Module, x: torch.Tensor, txt: torch.Tensor, relu: b
 def gradcam_with_scores(model: nn.Module, images01: torch.Tensor, text_emb: torch.Tensor,
                         out_size: Optional[int] = None, create_graph: bool = False, relu: bool = True,
                         normalise: bool = True, use_eval_mode: bool = True, align: bool = True,
-                        shifts: int = 1, positive: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                        shifts: int = 1, positive: bool = False, layer: str = "",
+                        weighting: str = "grad") -> tuple[torch.Tensor, torch.Tensor]:
     """-> (maps (N, K, S, S), similarities s (N, K)).
 
     images01: (N, 3, S, S) pixels in [0, 1]; text_emb: (N, K, D) text embeddings in the joint space
@@ -228,13 +271,17 @@ def gradcam_with_scores(model: nn.Module, images01: torch.Tensor, text_emb: torc
     align=True places each cell of the map where it looks in the image (`feature_centres`);
     False: plain bilinear upsampling (cells at their middles). shifts > 1: shift-and-stitch, a
     map shifts× finer on each axis from shifts² passes (costs shifts² forward passes).
-    positive=True: only channels with a positive weight count (see `cam_from_grads`).
+    positive=True: only channels with a positive weight count (see `cam_from_grads`). layer: the
+    tower's map to draw on ("": the last; see `spatial_map`); weighting: "grad" (Grad-CAM) or
+    "layer" (Layer-CAM, per-cell positive gradients; see `cam_from_grads`).
     """
     if images01.dim() != 4 or text_emb.dim() != 3 or text_emb.shape[0] != images01.shape[0]:
         raise ValueError(f"gradcam: expected images (N, 3, S, S) and text_emb (N, K, D), got "
                          f"{tuple(images01.shape)} and {tuple(text_emb.shape)}")
     if shifts < 1:
         raise ValueError(f"gradcam: shifts must be >= 1, got {shifts}")
+    if weighting not in ("grad", "layer"):
+        raise ValueError(f"gradcam: weighting must be grad or layer, got {weighting!r}")
     n, k = text_emb.shape[:2]
     in_size = int(images01.shape[-1])
     size = int(out_size or in_size)
@@ -243,12 +290,13 @@ def gradcam_with_scores(model: nn.Module, images01: torch.Tensor, text_emb: torc
     txt = F.normalize(text_emb.to(dev).float(), dim=-1)
     if k == 0 or n == 0:
         return x.new_zeros((n, k, size, size)), x.new_zeros((n, k))
-    centres = feature_centres(model, in_size) if align or shifts > 1 else None
+    how = _How(relu, positive, create_graph, layer, weighting)
+    centres = feature_centres(model, in_size, layer) if align or shifts > 1 else None
     with eval_mode(model, use_eval_mode), torch.enable_grad():
         if shifts > 1:
-            cams, sims, centres = _stitched_cams(model, x, txt, relu, positive, create_graph, shifts, centres)
+            cams, sims, centres = _stitched_cams(model, x, txt, how, shifts, centres)
         else:
-            cams, sims = _raw_cams(model, x, txt, relu, positive, create_graph)
+            cams, sims = _raw_cams(model, x, txt, how)
     cams = upsample_cams(cams, centres, in_size, size)
     if normalise:
         cams = normalise_maps(cams)
@@ -259,7 +307,9 @@ def gradcam_with_scores(model: nn.Module, images01: torch.Tensor, text_emb: torc
 
 def gradcam(model: nn.Module, images01: torch.Tensor, text_emb: torch.Tensor, out_size: Optional[int] = None,
             create_graph: bool = False, relu: bool = True, use_eval_mode: bool = True,
-            align: bool = True, shifts: int = 1, positive: bool = False) -> torch.Tensor:
+            align: bool = True, shifts: int = 1, positive: bool = False, layer: str = "",
+            weighting: str = "grad") -> torch.Tensor:
     """(N, K, S, S) Grad-CAM maps in [0, 1] of s(v_n, t_nk); see `gradcam_with_scores`."""
     return gradcam_with_scores(model, images01, text_emb, out_size, create_graph, relu,
-                               use_eval_mode=use_eval_mode, align=align, shifts=shifts, positive=positive)[0]
+                               use_eval_mode=use_eval_mode, align=align, shifts=shifts, positive=positive,
+                               layer=layer, weighting=weighting)[0]
