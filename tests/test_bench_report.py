@@ -1,5 +1,6 @@
 """Benchmark tables: rows from separate bench runs merge by case, never silently duplicated or lost."""
 import json
+import os
 
 from mdw.bench import distill as bench
 
@@ -178,3 +179,17 @@ def test_summary_compares_mdw_with_the_strongest_baseline_and_its_start():
     assert "vs the strongest baseline (clean-coreset, 17.50) 0.86× (target ≥ 1.15×)" in line
     assert "vs mdw-init +4.0 std (target > +2)" in line and "vs clean-coreset -2.5 std" in line
     assert line.endswith("methods at or above MDW: clean-coreset, ladder-p")
+
+
+def test_benchmark_configs_record_no_machine_path(tmp_path):
+    from mdw.bench.report import portable, write_results
+    from mdw.runs.manager import repo_root
+    inside = os.path.join(repo_root(), "docs", "benchmarks")
+    cfg = {"out_dir": inside, "runs_dir": str(tmp_path / "bench16"), "paths": [str(tmp_path / "a.json"), "rel/x"],
+           "nested": {"experts": "/somewhere/else/experts"}, "n": 3, "text": "a /b c"}
+    assert portable(cfg) == {"out_dir": os.path.join("docs", "benchmarks"), "runs_dir": "(local path)/bench16",
+                             "paths": ["(local path)/a.json", "rel/x"],
+                             "nested": {"experts": "(local path)/experts"}, "n": 3, "text": "a /b c"}
+    paths = write_results(str(tmp_path), "x", [{"method": "m", "v": 1.0}], cfg, "# x\n")
+    text = open(paths[1]).read()
+    assert str(tmp_path) not in text and repo_root() not in text

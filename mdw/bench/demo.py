@@ -35,6 +35,7 @@ class DemoBenchConfig:
     out_dir: str = os.path.join("docs", "benchmarks")
     name: str = "demo"             # output file stem
     threads: int = 0               # OMP threads of the timed process (0: torch's default, as a user runs it)
+    keep: str = ""                 # keep the timed runs in this folder (e.g. for scripts/screenshots.py); "": a temp folder
 
 
 def _env(cache: str, threads: int = 0) -> dict:
@@ -51,6 +52,8 @@ def time_one(config: str, root: str, threads: int = 0, log=print) -> dict:
     seconds (process start to exit), each stage's seconds, the last DTCL AUC, mean recall per method.
     Raises RuntimeError naming the run when the run does not end `done`."""
     runs, cache = os.path.join(root, "runs"), os.path.join(root, "cache")
+    if os.path.isdir(runs) and os.listdir(runs):
+        raise RuntimeError(f"{runs}: not empty; a timed demo starts from an empty runs folder")
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "mdw", "run", "--config", config, "--runs", runs, "--no-bars"],
                           cwd=repo_root(), env=_env(cache, threads), capture_output=True, text=True)
@@ -88,7 +91,7 @@ def summary(rows: list) -> dict:
 
 def run(cfg: DemoBenchConfig, log=print) -> tuple:
     config = cfg.config if os.path.isabs(cfg.config) else os.path.join(repo_root(), cfg.config)
-    work = tempfile.mkdtemp(prefix="mdw-bench-demo-")
+    work = os.path.abspath(cfg.keep) if cfg.keep else tempfile.mkdtemp(prefix="mdw-bench-demo-")
     try:
         rows = []
         for i in range(cfg.repeats):
@@ -100,7 +103,8 @@ def run(cfg: DemoBenchConfig, log=print) -> tuple:
             latency = app_latency(os.path.join(last, "runs"), rows[-1]["run"], cfg.app_repeats,
                                   os.path.join(work, "app"))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not cfg.keep:
+            shutil.rmtree(work, ignore_errors=True)
     stages = [k for k in med if k.endswith("_s") and k != "total_s"]
     met = "met" if med["total_s"] <= TARGET_S else "NOT met"
     md = (f"# The demo run, end to end (`python -m mdw bench demo`)\n\n"

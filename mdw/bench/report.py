@@ -13,6 +13,23 @@ import torch
 from ..runs.store import atomic_write_json, atomic_write_text
 
 
+def portable(obj, root: str = ""):
+    """obj with every absolute path made machine-free (issue 18: no machine path in a benchmark's
+    config): inside the repository it becomes relative to it; elsewhere "(local path)" + its last
+    name (a temp runs folder, an experts cache). Dicts, lists and tuples are walked; other values kept."""
+    root = os.path.abspath(root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    if isinstance(obj, dict):
+        return {k: portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v, root) for v in obj]
+    if isinstance(obj, str) and os.path.isabs(obj) and "\n" not in obj:
+        path = os.path.normpath(obj)
+        if path == root or path.startswith(root + os.sep):
+            return os.path.relpath(path, root)
+        return f"(local path)/{os.path.basename(path)}"
+    return obj
+
+
 def clean_number(v):
     if isinstance(v, float):
         return None if math.isnan(v) else round(v, 4)
@@ -43,7 +60,7 @@ def write_results(out_dir: str, name: str, rows: list, config: dict, markdown: s
     rows = [{k: clean_number(v) for k, v in r.items()} for r in rows]
     paths = tuple(os.path.join(out_dir, f"{name}{ext}") for ext in (".json", ".config.json", ".md"))
     atomic_write_json(paths[0], rows)
-    atomic_write_json(paths[1], {"config": config, "environment": environment()})
+    atomic_write_json(paths[1], {"config": portable(config), "environment": environment()})
     atomic_write_text(paths[2], markdown)
     return paths
 

@@ -58,6 +58,7 @@ def add_parser(sub) -> None:
     m.add_argument("--app-repeats", type=int, default=None, help="clicks per tab in the browser (0: skip)")
     m.add_argument("--out", default=None)
     m.add_argument("--threads", type=int, default=None, help="threads of the timed runs (default: torch's)")
+    m.add_argument("--keep", default=None, help="keep the runs here (r0/runs, r1/runs, ...; r*/cache) instead of a temp folder")
     m.set_defaults(func=run_demo)
 
 
@@ -132,7 +133,7 @@ def run_demo(args) -> int:
 
     cfg = demo.DemoBenchConfig()
     for name, value in (("config", args.config), ("repeats", args.repeats),
-                        ("app_repeats", args.app_repeats), ("out_dir", args.out), ("threads", args.threads)):
+                        ("app_repeats", args.app_repeats), ("out_dir", args.out), ("threads", args.threads), ("keep", args.keep)):
         if value is not None:
             setattr(cfg, name, value)
     med, paths = demo.run(cfg)
