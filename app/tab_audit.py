@@ -8,6 +8,7 @@ from mdw.errors import MDWError
 from mdw.heatmaps.render import resize_image
 from mdw.runs.audit import DECISIONS, latest_decisions, record_decision
 
+from .components import StableImage
 from .context import AppContext, error_text
 from .tab_noisy import export
 
@@ -80,7 +81,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
             next_btn = gr.Button("next ▶", size="sm")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(label="distilled image", height=240, interactive=False)
+                image = StableImage(label="distilled image", height=240, interactive=False)
                 current = gr.Markdown(elem_id="audit-current")
                 decision = gr.Radio(list(DECISIONS["distilled"]), value="accept", label="decision")
                 comment = gr.Textbox(label="comment", elem_id="audit-comment")

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from mdw.errors import MDWError
 from mdw.heatmaps.render import resize_image, word_grid
 
+from .components import StableImage
 from .context import AppContext, error_text, message_figure
 
 GROUP_LABEL = {"most_trusted": "real, most trusted", "least_trusted": "real, least trusted", "app": "real, from the app",
@@ -97,11 +98,11 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                     pair = gr.Number(value=None, precision=0, label="or any real pair id", scale=2)
                     pair_btn = gr.Button("Compute its heatmaps", size="sm", scale=1)
                 note = gr.Markdown(elem_id="corr-note")
-                grid = gr.Image(label="per-word heatmaps", interactive=False)
+                grid = StableImage(label="per-word heatmaps", interactive=False)
             with gr.Column(scale=2):
                 index = gr.Number(value=0, precision=0, label="distilled image", elem_id="corr-index")
                 k = gr.Slider(1, 10, value=5, step=1, label="top k")
-                syn_img = gr.Image(label="distilled image", height=200, interactive=False)
+                syn_img = StableImage(label="distilled image", height=200, interactive=False)
                 match_note = gr.Markdown()
                 matches = gr.Dataframe(headers=["text", "P̃", "nearest real caption of the text"], interactive=False,
                                        elem_id="corr-matches")

@@ -17,6 +17,7 @@ from mdw.heatmaps.render import resize_image
 from mdw.views.embedding import (KINDS, SOURCES, STATUS_NAMES, embedding_map, first_distilled_point, load_points,
                                  point_rows, point_sample)
 
+from .components import StableImage
 from .context import AppContext, error_text, message_figure
 
 NO_PROJECTION = "This run has no embedding map yet (no projection computed for this run)."
@@ -106,7 +107,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                                  max_height=300)
             with gr.Column():
                 picked = gr.Number(value=None, precision=0, label="picked point", elem_id="emb-picked")
-                image = gr.Image(label="sample", height=200, interactive=False, elem_id="emb-sample")
+                image = StableImage(label="sample", height=200, interactive=False, elem_id="emb-sample")
                 text = gr.Markdown(elem_id="emb-sample-text")
 
     controls = [run_dd, sources, statuses]

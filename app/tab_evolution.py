@@ -11,6 +11,7 @@ from mdw.errors import MDWError
 from mdw.views.evolution import evolution_curves, snapshot_frame
 from mdw.views.runs import latest_per_step
 
+from .components import StableImage
 from .context import AppContext, error_text, message_figure
 
 NO_SNAPSHOTS = "This run has no distillation snapshots yet (the distill stage writes them)."
@@ -91,8 +92,8 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
         pos = gr.Slider(0, 1, value=0, step=1, label="snapshot", elem_id="evo-slider")
         caption = gr.Markdown(elem_id="evo-caption")
         with gr.Row():
-            grid = gr.Image(label="synthetic images", interactive=False, elem_id="evo-grid")
-            change = gr.Image(label="change from the start, amplified (scale bar below)", interactive=False,
+            grid = StableImage(label="synthetic images", interactive=False, elem_id="evo-grid")
+            change = StableImage(label="change from the start, amplified (scale bar below)", interactive=False,
                               elem_id="evo-change")
         with gr.Row():
             per_image = gr.Plot(label="per-image change", show_label=False, elem_id="evo-per-image")

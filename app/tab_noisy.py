@@ -12,6 +12,7 @@ from mdw.runs.audit import DECISIONS, record_decision
 from mdw.runs.view import FLAG_FILTERS, TRUTH_FILTERS
 from mdw.views.noisy import computed_word_maps, export_audit, first_flagged_pair, pair_detail
 
+from .components import StableGallery, StableImage
 from .context import AppContext, error_text, message_figure
 
 COLS = ["pair", "caption", "clean", "track_A", "track_B", "flagged", "noisy", "audit"]
@@ -122,13 +123,13 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
         info = gr.Markdown(elem_id="noisy-info")
         table = gr.Dataframe(headers=COLS, interactive=False, label="pairs (click a row)", elem_id="noisy-table",
                              max_height=360)
-        gallery = gr.Gallery(label="lowest clean scores first (click one)", columns=10, height=260,
+        gallery = StableGallery(label="lowest clean scores first (click one)", columns=10, height=260,
                              allow_preview=False, elem_id="noisy-gallery")
         ids = gr.State([])
         with gr.Row():
             with gr.Column(scale=1):
                 pair = gr.Number(value=None, precision=0, label="selected pair id", elem_id="noisy-pair")
-                image = gr.Image(label="image", height=200, interactive=False, elem_id="noisy-image")
+                image = StableImage(label="image", height=200, interactive=False, elem_id="noisy-image")
                 desc = gr.Markdown(elem_id="noisy-desc")
                 decision = gr.Radio(list(DECISIONS["pair"]), value="noisy", label="audit decision")
                 comment = gr.Textbox(label="comment", elem_id="noisy-comment")
@@ -136,7 +137,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                 decide_msg = gr.Markdown(elem_id="noisy-decide-msg")
             with gr.Column(scale=2):
                 heat_note = gr.Markdown()
-                heat = gr.Image(label="per-word heatmaps", interactive=False, elem_id="noisy-heat")
+                heat = StableImage(label="per-word heatmaps", interactive=False, elem_id="noisy-heat")
                 heat_btn = gr.Button("Compute heatmaps", size="sm")
         gr.Markdown("### Detection against the ground truth")
         threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="threshold on the clean score (below: noisy; at or "

@@ -11,6 +11,7 @@ from mdw.errors import MDWError
 from mdw.evaluate.index import RunIndex, index_meta_path
 from mdw.views.retrieval import RECALL_COLUMNS, example_query, image_answer, recall_table, text_answer
 
+from .components import StableGallery
 from .context import AppContext, error_text, message_figure
 
 NO_INDEX = "This run has no retrieval index yet (not computed for this run)."
@@ -90,7 +91,7 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
                 k = gr.Slider(1, 20, value=5, step=1, label="K")
                 text_btn = gr.Button("Search images", size="sm")
                 text_msg = gr.Markdown(elem_id="ret-text-msg")
-                gallery = gr.Gallery(label="top images", columns=5, height=240, allow_preview=False,
+                gallery = StableGallery(label="top images", columns=5, height=240, allow_preview=False,
                                      elem_id="ret-gallery")
             with gr.Column():
                 # the upload's own file (image_mode=None: gradio leaves it as it is), decoded by

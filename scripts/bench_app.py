@@ -44,7 +44,8 @@ TABS = [
                           "&& imgs(1, '#noisy-gallery') && txt('#noisy-det', 'threshold') && figs(2)"),
     ("Correspondence", True, "txt('#corr-note', 's(v, t)') && imgs(2) && row('#corr-matches') && figs(1, '#corr-p')"),
     ("Evolution", True, "txt('#evo-info', 'snapshots') && txt('#evo-caption', 'iteration') && imgs(2) && figs(2)"),
-    ("Embedding map", True, "txt('#emb-note', 'points shown') && figs(1, '#emb-plot') && row('')"),
+    ("Embedding map", True, "txt('#emb-note', 'points shown') && figs(1, '#emb-images') && figs(1, '#emb-texts') "
+                            "&& imgs(1, '#emb-sample') && row('')"),
     ("Retrieval", True, "txt('#ret-note', 'methods evaluated') && row('#ret-table') && figs(1)"),
     ("Audit", True, "txt('#audit-progress', 'distilled pairs decided') && txt('#audit-current', 'distilled pair') "
                     "&& row('#audit-nearest') && imgs(1)"),
