@@ -33,3 +33,11 @@ def test_bench_demo_times_a_fresh_run_stage_by_stage(tmp_path):
     assert med["total_s"] == row["total_s"]
     md = open(paths[2]).read()
     assert ("**met**" in md) == (row["total_s"] <= demo.TARGET_S)
+
+
+def test_the_demo_table_says_whether_distillation_beats_selection():
+    told = demo.story({"recall_mdw": 10.5, "recall_random": 7.0, "recall_clean-coreset": 12.0, "recall_mdw-init": 8.0})
+    assert "`clean-coreset`" in told and "below it (0.88×)" in told and "(1.50×)" in told
+    told = demo.story({"recall_mdw": 9.0, "recall_random": 6.0, "recall_mdw-init": 7.5})
+    assert "`mdw-init`" in told and "above it (1.20×)" in told
+    assert demo.story({"recall_mdw": 9.0, "recall_random": 6.0}) == ""   # no selection baseline: nothing claimed
