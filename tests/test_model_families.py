@@ -142,6 +142,9 @@ def test_nfnet_bert_preset_and_app_list():
     (ModelConfig(preset="nfnet-bert", device="cpu"), "hf:/path/to/FOLDER"),
 ])
 def test_hub_name_offline_fails_at_once_with_the_path_hint(monkeypatch, cfg, hint):
+    import timm  # noqa: F401 - imported before the clock starts: its import (~2 s here) is no network wait
+    import transformers  # noqa: F401
+
     import mdw.models.timm_tower as tt
     for mod in (hub, tt):
         monkeypatch.setattr(mod, "hf_cached_file", lambda *a, **k: None)   # even if this machine has them cached
