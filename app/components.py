@@ -21,9 +21,9 @@ from PIL import Image
 from mdw.runs.store import atomic_write_bytes
 
 
-def image_file(value, cache_dir: str, fmt: str = "png"):
-    """A numpy array (H, W[, C]) uint8 / float in [0, 1] or a PIL image -> the path of a file
-    holding it, written once (atomically) under cache_dir/mdw-<sha256>/image.<fmt>; other values
+def image_file(value, cache_dir: str):
+    """A numpy array (H, W[, C]) uint8 / float in [0, 1] or a PIL image -> the path of a PNG file
+    holding it, written once (atomically) under cache_dir/mdw-<sha256>/image.png; other values
     (a path, None) unchanged."""
     if isinstance(value, np.ndarray):
         arr = value if value.dtype == np.uint8 else (np.clip(value, 0, 1) * 255).round().astype(np.uint8)
@@ -31,9 +31,9 @@ def image_file(value, cache_dir: str, fmt: str = "png"):
     if not isinstance(value, Image.Image):
         return value
     buf = io.BytesIO()
-    value.save(buf, format=fmt.upper() if fmt != "jpg" else "JPEG")
+    value.save(buf, format="PNG")
     data = buf.getvalue()
-    path = os.path.join(cache_dir, f"mdw-{hashlib.sha256(data).hexdigest()[:32]}", f"image.{fmt}")
+    path = os.path.join(cache_dir, f"mdw-{hashlib.sha256(data).hexdigest()[:32]}", "image.png")
     if not os.path.isfile(path):
         atomic_write_bytes(path, data)
     return path

@@ -22,7 +22,8 @@ DEMO_CONFIG = os.path.join("assets", "configs", "demo.json")
 
 def demo_config_path() -> str:
     """The built-in demo run config's absolute path."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), DEMO_CONFIG)
+    from .runs.manager import repo_root
+    return os.path.join(repo_root(), DEMO_CONFIG)
 
 
 @dataclass

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass
 
 from ..config import DEMO_CONFIG
 from ..runs.manager import repo_root
-from ..runs.store import RunStore, read_json
+from ..runs.store import RunStore
+from ..runs.view_distill import DistillView
+from ..views.runs import latest_per_step
 from .report import markdown_table, write_results
 
 TARGET_S = 300.0
@@ -39,8 +41,8 @@ class DemoBenchConfig:
 
 
 def _env(cache: str, threads: int = 0) -> dict:
-    env = dict(os.environ, MDW_CACHE=cache, PYTHONPATH=repo_root(), GRADIO_ANALYTICS_ENABLED="False",
-               HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TRANSFORMERS_OFFLINE="1")
+    """The timed process's environment (the offline settings are set by `python -m mdw` and app.server)."""
+    env = dict(os.environ, MDW_CACHE=cache, PYTHONPATH=repo_root())
     env.pop("OMP_NUM_THREADS", None)   # by default the demo runs as a user starts it: torch's default threads
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -59,15 +61,15 @@ def time_one(config: str, root: str, threads: int = 0, log=print) -> dict:
                           cwd=repo_root(), env=_env(cache, threads), capture_output=True, text=True)
     total = time.time() - t0
     store = RunStore(runs)
-    ids = [r["id"] for r in store.list_runs()]
-    if proc.returncode != 0 or len(ids) != 1 or store.read_status(ids[0])["state"] != "done":
+    statuses = store.list_runs()
+    if proc.returncode != 0 or len(statuses) != 1 or statuses[0]["state"] != "done":
         raise RuntimeError(f"demo run failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    run_dir = os.path.join(runs, ids[0])
-    status = store.read_status(ids[0])
-    row = {"run": ids[0], "total_s": round(total, 1), **{f"{k}_s": v for k, v in status["stage_seconds"].items()}}
-    aucs = [e["auc"] for e in store.read_events(ids[0]) if e.get("stage") == "experts" and e.get("auc") is not None]
-    row["dtcl_auc"] = aucs[-1] if aucs else None
-    for r in read_json(os.path.join(run_dir, "eval", "results.json"))["rows"]:
+    status = statuses[0]
+    row = {"run": status["id"], "total_s": round(total, 1),
+           **{f"{k}_s": v for k, v in status["stage_seconds"].items()}}
+    auc = latest_per_step(store.read_events(status["id"]), "experts", "auc")
+    row["dtcl_auc"] = auc.values[-1] if auc else None
+    for r in DistillView(store.run_dir(status["id"])).results():
         row[f"recall_{r['method']}"] = r.get("mean_recall")
     log(f"demo: {row['total_s']} s, AUC {row['dtcl_auc']}")
     return row

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from ..runs.manager import repo_root
 from ..runs.store import atomic_write_json, atomic_write_text
 
 
@@ -17,7 +18,7 @@ def portable(obj, root: str = ""):
     """obj with every absolute path made machine-free (issue 18: no machine path in a benchmark's
     config): inside the repository it becomes relative to it; elsewhere "(local path)" + its last
     name (a temp runs folder, an experts cache). Dicts, lists and tuples are walked; other values kept."""
-    root = os.path.abspath(root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    root = os.path.abspath(root or repo_root())
     if isinstance(obj, dict):
         return {k: portable(v, root) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -18,7 +18,7 @@ _ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})-(.+)-([0-9a-f]{4
 @dataclass
 class FormChoices:
     sources: list          # mdw.config.SOURCES
-    presets: list          # the built-in presets of mdw.models.presets.PRESETS
+    presets: list          # mdw.models.presets.preset_choices(): the built-in presets, then family examples
     devices: list          # auto | cpu | cuda (cuda:N typed by hand)
 
 
