@@ -119,12 +119,12 @@ def test_alpha_start_sets_where_the_step_sizes_begin(baselines_run):
 
     from mdw.config import RunConfig
     from mdw.distill.stage import distill_from_run
-    from mdw.pipeline import run_tensors
+    from mdw.inputs import run_inputs
     from mdw.runs.context import RunContext
     store, run_id = baselines_run
     ctx = RunContext(store, run_id)
     cfg = RunConfig.from_dict(ctx.config)
-    _, pairs, _ = run_tensors(ctx, cfg)
+    pairs = run_inputs(ctx.run_dir, cfg).pairs
     for start, want in ((0.1, 0.1), (0.0, cfg.experts.lr)):
         d = dataclasses.replace(cfg.distill, iterations=0, alpha_start=start)
         syn = distill_from_run(ctx.run_dir, pairs, cfg, d, cfg.seed)

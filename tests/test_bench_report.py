@@ -97,18 +97,17 @@ def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
 
 def test_experts_are_shared_only_over_the_same_data(tmp_path):
     import json as _json
-    import os
 
     from mdw.config import apply_overrides
-    from mdw.data.prepare import pairs_record, prepare
+    from mdw.data.prepare import prepare
+    from mdw.data.run_data import write_run_data
+    from mdw.runs.layout import RunLayout
 
     rc = apply_overrides(bench.parent_config(bench.DistillBenchConfig(), "scenes", 0.4),
                          ["data.scenes.n_train=20", "data.scenes.n_dev=4", "data.scenes.n_test=4",
                           f"cache_dir={tmp_path / 'cache'}"])
     run_dir = tmp_path / "run"
-    os.makedirs(run_dir / "data")
-    record = pairs_record(prepare(rc.data, rc.resolved_cache_dir()), rc.data)
-    (run_dir / "data" / "pairs.json").write_text(_json.dumps(record))
+    record = write_run_data(RunLayout(run_dir), prepare(rc.data, rc.resolved_cache_dir()), rc.data)
     assert bench.shares_experts(str(run_dir), rc, plain=False)
     assert not bench.shares_experts(str(run_dir), rc, plain=True)          # no plain experts in it
     record["fingerprint"] = "0" * 16                                         # its data came from elsewhere

@@ -52,7 +52,8 @@ def test_distill_stage_outputs(tiny_run):
     # (the tiny run's 2-epoch experts find no two loss components, so D̃ starts from any pairs: 2.5 at it 1)
     assert [e["step"] for e in events] == [1, 2, 3, 4] and all(0 < e["L_TM"] < 5 for e in events)
     decoded = json.load(open(os.path.join(run_dir, "distill", "decoded.json")))
-    captions = json.load(open(os.path.join(run_dir, "data", "pairs.json")))["pairs"]["caption"]
+    from mdw.inputs import run_data
+    captions = run_data(run_dir).pairs.captions
     assert decoded["k"] == 3 and len(decoded["rows"]) == 8
     for row in decoded["rows"]:  # T̃ moved little in 4 iterations: its start caption is still nearest
         assert row["nearest"][0]["pair"] == row["init_pair"] and row["nearest"][0]["sim"] > 0.9
@@ -133,7 +134,7 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     from mdw.errors import ConfigError
     from mdw.evaluate.methods import coreset_alpha
     from mdw.evaluate.students import from_coreset, from_distilled, random_coreset
-    from mdw.pipeline import run_data
+    from mdw.inputs import run_data
     from mdw.train.data import build_tensors
 
     store, run_id, cfg = tiny_run
@@ -147,8 +148,7 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     assert rows[0]["iterations"] is None and rows[1]["iterations"] == 2 and rows[1]["L_TM_start"] > 0
     assert 0 < rows[1]["p_diag"] < 1 and rows[1]["L_TM_start"] == rows[2]["L_TM_start"]
     # the coreset row is exactly a student scored on the dev split (not the test split)
-    ctx = type("C", (), {"run_dir": run_dir, "path": lambda self, *p: os.path.join(run_dir, *p)})()
-    pairs, dev = build_tensors(run_data(ctx, cfg), build_model(cfg.model, 32, seed=cfg.seed).text,
+    pairs, dev = build_tensors(run_data(run_dir), build_model(cfg.model, 32, seed=cfg.seed).text,
                                cfg.resolved_cache_dir(), eval_split="dev")   # built here by hand, not via the sweep
     data = from_coreset(pairs, random_coreset(len(pairs), cfg.distill.m, cfg.seed), coreset_alpha(cfg))  # SGD 0.1
     ev = dict(evaluate_model(train_student(data, cfg.model, 32, cfg.evaluate, 0), dev))

@@ -307,9 +307,10 @@ def test_stage_writes_maps_and_cli_draws(tmp_path, cache_dir):
     assert np.all(c[np.searchsorted(ids, most)].min() >= c[np.searchsorted(ids, least)].max())
     assert z["images"].shape == (64, 32, 32, 3) and z["maps"].shape[1:] == (32, 32)
     assert z["maps"].dtype == np.float16 and len(z["words"]) == z["word_start"][-1] == len(z["maps"])
-    pairs = json.load(open(os.path.join(run_dir, "data", "pairs.json")))["pairs"]
-    assert [pairs["caption"][i] for i in z["item_id"][:3]] == list(z["caption"][:3])
-    assert list(z["is_noisy"]) == [pairs["is_noisy"][i] for i in z["item_id"]]
+    from mdw.inputs import run_data
+    ps = run_data(run_dir).pairs
+    assert [ps.captions[i] for i in z["item_id"][:3]] == list(z["caption"][:3])
+    assert list(z["is_noisy"]) == [int(ps.is_noisy[i]) for i in z["item_id"]]
     # the CLI: a grid of every word, or one word
     img_path = tmp_path / "img.png"
     Image.fromarray(z["images"][0]).save(img_path)

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import EVAL_METHODS, RunConfig, ScenesConfig
-from ..data.prepare import load_prepared
+from ..data.run_data import source_matches
 from ..distill.stage import experts_available
-from ..errors import DataError
 from ..evaluate.methods import needs_plain
-from ..pipeline import ensure_experts, run_pipeline
+from ..pipeline import run_pipeline
+from ..train.stage import ensure_experts
 from ..runs.context import run_in_context
+from ..runs.layout import RunLayout
 from ..runs.manager import pid_alive
 from ..runs.store import RunStore, read_json
 from .memory import peak_memory
@@ -119,11 +120,7 @@ def shares_experts(run_dir: str, rc: RunConfig, plain: bool) -> bool:
     still the data the source gives now (the same files, at the same place)."""
     if plain and not experts_available(run_dir, "plain"):
         return False
-    try:
-        load_prepared(read_json(os.path.join(run_dir, "data", "pairs.json")), rc.data, rc.resolved_cache_dir())
-    except (DataError, OSError, ValueError):
-        return False
-    return True
+    return source_matches(RunLayout(run_dir), rc.data, rc.resolved_cache_dir())
 
 
 def child_config(rc: RunConfig, m: int) -> RunConfig:

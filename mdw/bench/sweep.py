@@ -135,7 +135,7 @@ def _coreset(run_dir: str, cfg: RunConfig, pairs, m: int, kind):
 
 def run(cfg: SweepConfig, log=print) -> tuple:
     from ..distill.stage import experts_available
-    from ..pipeline import run_tensors
+    from ..inputs import run_inputs
     from ..runs.context import RunContext
     from ..runs.store import RunStore
 
@@ -144,7 +144,8 @@ def run(cfg: SweepConfig, log=print) -> tuple:
         raise ConfigError(f"bench sweep --run {cfg.run_dir}: no trained experts there (experts/<kind>/meta.json)")
     ctx = RunContext(RunStore(os.path.dirname(run_dir)), os.path.basename(run_dir))
     rc = RunConfig.from_dict(ctx.config)
-    _, pairs, dev = run_tensors(ctx, rc, eval_split="dev")
+    inp = run_inputs(run_dir, rc, eval_split="dev")
+    pairs, dev = inp.pairs, inp.eval
     rows = []
     for name, v in cfg.variants.items():
         new = sweep_variant(run_dir, rc, pairs, dev, name, v, cfg.seeds)

@@ -1,8 +1,7 @@
 """The data stage: source → PairSet → decoded image cache → corrupt images dropped → noise.
 
-`prepare` is deterministic for a config, so later stages rebuild the same data from the cache;
-`pairs_record` / `load_prepared` write and read it back through the run folder's data/pairs.json,
-whose recorded noise permutation is the truth for every later stage.
+`prepare` is deterministic for a config. The data stage writes its result into the run folder
+(run_data.py); later stages read the run's own copy, never this again.
 """
 from __future__ import annotations
 
@@ -55,34 +54,3 @@ def prepare(cfg: DataConfig, cache_dir: str, progress: Optional[Callable[[float,
     ps = apply_noise(ps, noise)
     say(1.0, "data ready")
     return Prepared(ps, arr, noise, fingerprint)
-
-
-def pairs_record(p: Prepared, cfg: DataConfig) -> dict:
-    """data/pairs.json: dataset identity, split sizes, every pair, the noise permutation."""
-    ps = p.pairs
-    return {
-        "source": ps.name,
-        "config": {"source": cfg.source, "path": cfg.path, "image_root": cfg.image_root,
-                   "image_size": cfg.image_size},
-        "fingerprint": p.fingerprint,
-        "counts": ps.counts(),
-        "skipped": ps.skipped,
-        "skipped_examples": ps.skipped_examples,
-        "noise": p.noise.to_dict(),
-        "images": {"key": [ps.images.key(i) for i in range(ps.n_images)],
-                   "split": ps.image_split.tolist()},
-        "pairs": {"caption": list(ps.captions),
-                  "image": ps.pair_image.tolist(),
-                  "true_image": ps.true_image.tolist(),
-                  "is_noisy": ps.is_noisy.astype(int).tolist()},
-    }
-
-
-def load_prepared(record: dict, cfg: DataConfig, cache_dir: str,
-                  progress: Optional[Callable[[float, str], None]] = None) -> Prepared:
-    """Rebuild a run's data from its pairs.json record (noise as recorded), checking identity."""
-    p = prepare(cfg, cache_dir, progress, noise=Noise.from_dict(record["noise"]))
-    if p.fingerprint != record["fingerprint"]:
-        raise DataError(f"{p.pairs.name}: the data source changed since this run's data stage "
-                        f"(fingerprint {p.fingerprint} != recorded {record['fingerprint']}); start a new run")
-    return p

@@ -13,9 +13,11 @@ import os
 from typing import Callable, Optional
 
 from ..config import DistillConfig, RunConfig
+from ..inputs import run_inputs
 from ..runs.store import atomic_write_json
 from ..train.data import PairTensors
 from ..train.experts_io import experts_meta, load_buffer, load_preconditioner, load_scores
+from ..train.stage import ensure_experts
 from .distill import Trajectory, distill, init_distilled
 from .synset import DistilledSet, decode_text
 
@@ -58,11 +60,11 @@ def decoded_rows(syn: DistilledSet, pairs: PairTensors, captions: list, k: int =
 
 def stage_distill(ctx, cfg: RunConfig, report: Callable) -> None:
     from ..heatmaps.stage import compute_and_append, heatmap_config
-    from ..pipeline import ensure_experts, run_tensors
 
     d = cfg.distill if cfg.experts.dtcl else dataclasses.replace(cfg.distill, experts="plain")
     ensure_experts(ctx, cfg, d.experts, lambda f, m="": report(0.05 * f, m))
-    p, pairs, _ = run_tensors(ctx, cfg, lambda f, m="": report(0.05 + 0.05 * f, m))
+    inp = run_inputs(ctx.run_dir, cfg, lambda f, m="": report(0.05 + 0.05 * f, m))
+    p, pairs = inp.data, inp.pairs
     snaps = []
 
     def snapshot(it: int, syn: DistilledSet) -> None:

@@ -107,13 +107,14 @@ def load_model(run_dir: str, spec: str = "expert", device: Optional[str] = None)
 
 # ----- building -----------------------------------------------------------------------------
 
-def run_prepared(run_dir: str, cfg, report=None):
-    """The run's data as its data stage recorded it (data/pairs.json + the image cache)."""
-    from ..data.prepare import load_prepared
-    path = os.path.join(run_dir, "data", "pairs.json")
-    if not os.path.isfile(path):
-        raise RunError(f"{run_dir}: no data yet (missing {path}; run the data stage first)")
-    return load_prepared(read_json(path), cfg.data, cfg.resolved_cache_dir(), report)
+def run_prepared(run_dir: str, cfg=None, report=None):
+    """The run's own data (data/images.npy + data/table); RunError before its data stage."""
+    from ..errors import DataError
+    from ..inputs import run_data
+    try:
+        return run_data(run_dir)
+    except DataError as e:
+        raise RunError(f"{run_dir}: no data yet ({e}; run the data stage first)") from None
 
 
 def build_indexes(image_emb, caption_emb, icfg: IndexConfig) -> tuple:

@@ -176,7 +176,7 @@ def filter_keep(loss: np.ndarray, fraction: float) -> np.ndarray:
 def ensure_filtered_experts(ctx, cfg: RunConfig, pairs: PairTensors, report: Callable) -> np.ndarray:
     """Positions of the kept pairs; trains plain experts on them into experts/filtered/ first when
     the run has none (the plain experts' last-epoch per-pair loss, track A, ranks the pairs)."""
-    from ..pipeline import expert_config
+    from ..train.stage import expert_config
     from ..train.dtcl import train_experts
     from ..train.experts_io import save_experts
 

@@ -15,8 +15,10 @@ import time
 from typing import Callable
 
 from ..config import RunConfig
+from ..inputs import run_inputs
 from ..runs.store import atomic_write_json, read_json
 from ..train.experts_io import experts_meta, load_expert
+from ..train.stage import ensure_experts
 from .methods import expand_methods, method_set, needs_plain, protocol_text, student_config
 from .students import evaluate_model, mean_std, save_student, train_student
 
@@ -31,12 +33,11 @@ def expert_row(ctx, cfg: RunConfig, kind: str, test) -> dict:
 
 
 def stage_evaluate(ctx, cfg: RunConfig, report: Callable) -> None:
-    from ..pipeline import ensure_experts, run_tensors
-
     ev = cfg.evaluate
     if needs_plain(ev.methods):
         ensure_experts(ctx, cfg, "plain", lambda f, m="": report(0.1 * f, "plain experts: " + m))
-    _, pairs, test = run_tensors(ctx, cfg, lambda f, m="": report(0.1, m))
+    inp = run_inputs(ctx.run_dir, cfg, lambda f, m="": report(0.1, m))
+    pairs, test = inp.pairs, inp.eval
     path = ctx.path(RESULTS)
     table = read_json(path) if os.path.isfile(path) else {"rows": []}
     table["config"] = {"evaluate": dataclasses.asdict(ev), "M": cfg.distill.m, "eta": cfg.data.eta,

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..evaluate.view_config import config_section
+from ..inputs import run_data
 from ..train.experts_io import load_expert, load_scores, scores_name
 from .compute import CamOptions, word_maps
 from .config import HeatmapConfig
@@ -64,8 +65,6 @@ def compute_and_append(run_dir: str, model, group: str, item_ids: Sequence[int],
 
 def stage_heatmaps(ctx, cfg, report: Callable) -> None:
     """Maps of the most and least trusted training pairs by the final consensus score."""
-    from ..pipeline import run_data  # the pipeline imports this module
-
     hc = heatmap_config(cfg)
     if not hc.enabled or hc.n_most + hc.n_least == 0:
         ctx.log("heatmaps: disabled")
@@ -78,7 +77,7 @@ def stage_heatmaps(ctx, cfg, report: Callable) -> None:
     is_noisy = scores.get("is_noisy")
     most, least = select_trusted(consensus, hc.n_most, hc.n_least)
     report(0.05, "reading the data")
-    p = run_data(ctx, cfg)
+    p = run_data(ctx.run_dir)
     model = load_expert(run_dir, kind, hc.track, device=cfg.model.device)
     cam = CamOptions(shifts=hc.shifts)
     info = {"kind": kind, "track": hc.track, "preset": model.preset, "image_size": model.image_size,

@@ -14,9 +14,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import RunConfig
 from ..csvio import write_csv
 from .audit import latest_decisions
+from .layout import RunLayout
 from .store import atomic_write_text, read_json, read_jsonl
 
 FLAG_FILTERS = ("all", "flagged", "not flagged")
@@ -27,8 +27,7 @@ CLEANED_COLUMNS = ("pair", "image", "caption", "clean_score", "audit")
 class RunView:
     def __init__(self, run_dir: str):
         self.run_dir = os.path.abspath(run_dir)
-        self._record = None
-        self._images = None
+        self._table = None
         self._scores = None
         self._curves = None
         self._heat = None
@@ -50,18 +49,33 @@ class RunView:
         return [e for e in read_jsonl(self.path("events.jsonl")) if stage is None or e.get("stage") == stage]
 
     # ----- pairs and images -----------------------------------------------------------------
+    def table(self):
+        """The run's own data, memory-mapped (mdw/data/run_data.py RunTable); None before the data
+        stage has finished."""
+        if self._table is None:
+            from ..data.run_data import RunTable
+            from ..errors import DataError
+            try:
+                self._table = RunTable(RunLayout(self.run_dir))
+            except DataError:
+                return None
+        return self._table
+
     def record(self) -> Optional[dict]:
         """data/pairs.json (None before the data stage)."""
-        if self._record is None and self.has("data", "pairs.json"):
-            self._record = read_json(self.path("data", "pairs.json"))
-        return self._record
+        t = self.table()
+        return t.record if t is not None else None
 
     def n_pairs(self) -> int:
-        rec = self.record()
-        return len(rec["pairs"]["caption"]) if rec else 0
+        t = self.table()
+        return t.n_pairs if t is not None else 0
 
     def caption(self, pair: int) -> str:
-        return self.record()["pairs"]["caption"][self.check_pair(pair)]
+        return self.table().captions[self.check_pair(pair)]
+
+    def captions(self, pairs) -> list:
+        """The captions of `pairs` (ids), read from the memory-mapped table one by one."""
+        return [self.caption(p) for p in pairs]
 
     def check_pair(self, pair) -> int:
         n = self.n_pairs()
@@ -74,16 +88,12 @@ class RunView:
         return pair
 
     def images(self) -> np.ndarray:
-        """All the run's images as uint8 (n_images, S, S, 3), from the decoded-image cache."""
-        if self._images is None:
-            from ..data.prepare import load_prepared
-            cfg = RunConfig.from_dict(self.config())
-            self._images = load_prepared(self.record(), cfg.data, cfg.resolved_cache_dir()).images
-        return self._images
+        """All the run's images as uint8 (n_images, S, S, 3), memory-mapped from data/images.npy."""
+        return self.table().images
 
     def pair_image(self, pair: int) -> np.ndarray:
         pair = self.check_pair(pair)
-        return self.images()[int(self.record()["pairs"]["image"][pair])]
+        return np.asarray(self.images()[int(self.table().pair_image[pair])])
 
     # ----- DTCL scores ----------------------------------------------------------------------
     def scores(self) -> Optional[dict]:
@@ -130,7 +140,7 @@ class RunView:
         if limit is not None:
             idx = idx[:int(limit)]
         decided = latest_decisions(self.run_dir, "pair")
-        caps = self.record()["pairs"]["caption"]
+        caps = self.table().captions
         rows = []
         for i in idx:
             pid = int(s["pair_ids"][i])
@@ -228,15 +238,15 @@ class RunView:
         if s is None:
             return []
         decided = latest_decisions(self.run_dir, "pair")
-        rec = self.record()["pairs"]
+        t = self.table()
         out = []
         for i, pid in enumerate(s["pair_ids"]):
             pid = int(pid)
             d = decided.get(pid, {}).get("decision")
             keep = d == "clean" or (d != "noisy" and float(s["consensus"][i]) >= threshold)
             if keep:
-                out.append({"pair": pid, "image": self.record()["images"]["key"][rec["image"][pid]],
-                            "caption": rec["caption"][pid], "clean_score": round(float(s["consensus"][i]), 4),
+                out.append({"pair": pid, "image": t.image_keys[int(t.pair_image[pid])],
+                            "caption": t.captions[pid], "clean_score": round(float(s["consensus"][i]), 4),
                             "audit": d or ""})
         return out
 
