@@ -1,7 +1,9 @@
-"""`python -m mdw data inspect SOURCE`: what a data source holds, before any run."""
+"""`python -m mdw data inspect SOURCE`: what a data source holds, before any run.
+`python -m mdw data verify RUN`: re-read a run's source and compare it with the run's own data."""
 from __future__ import annotations
 
 import json
+import os
 
 from ..config import SOURCES, DataConfig
 from ..data.noise import inject_noise
@@ -21,6 +23,10 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", type=int, default=5, help="sample captions to show")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=inspect)
+    v = dsub.add_parser("verify", help="re-read a run's data source and check the run's own data against it")
+    v.add_argument("run", help="a run id (in --runs) or a run folder")
+    v.add_argument("--runs", default=os.environ.get("MDW_RUNS", "runs"))
+    v.set_defaults(func=verify)
 
 
 def source_config(source: str, kind: str = "auto", image_root: str = "", eta: float = 0.0, seed: int = 0) -> DataConfig:
@@ -62,4 +68,25 @@ def inspect(args) -> int:
     else:
         print("skipped: none")
     print("(images are decoded when a run's data stage caches them; corrupt ones are skipped and counted there)")
+    return 0
+
+
+def verify(args) -> int:
+    """Exit 0 when the run's data equals what its source gives now, 1 (listing the differences) when not;
+    a source that cannot be read is a DataError (exit 2 through the CLI)."""
+    from ..config import RunConfig
+    from ..data.run_data import verify_run_data
+    from ..runs.layout import RunLayout
+    from ..runs.store import read_json
+    from .score_cmd import resolve_run_dir
+
+    lay = RunLayout(resolve_run_dir(args.run, args.runs))
+    cfg = RunConfig.from_dict(read_json(lay.config))
+    problems = verify_run_data(lay, cfg.data)
+    if problems:
+        print(f"{lay.root}: the run's data differs from its source ({cfg.data.path or cfg.data.source}):")
+        for p in problems:
+            print(f"  {p}")
+        return 1
+    print(f"{lay.root}: the run's data matches its source ({cfg.data.path or cfg.data.source})")
     return 0
