@@ -4,6 +4,7 @@ import os
 import time
 
 import pytest
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -210,8 +211,11 @@ def test_text_cache(model, tmp_path):
     cached_g0_features(CAPTIONS, enc, cache, key_extra="other")
     assert enc.calls == 3
 
-    with open(path, "wb") as f:  # a damaged file is recomputed
-        f.write(b"not a tensor")
+    # a damaged file is recomputed (replaced by a new file, as every writer here does: truncating a
+    # file in place under a process that maps it would crash that process, SIGBUS)
+    os.remove(path)
+    with open(path, "wb") as f:
+        f.write(b"not an array")
     assert torch.allclose(cached_g0_features(CAPTIONS, enc, cache), first, atol=1e-5)
     assert enc.calls == 4
 
@@ -308,3 +312,24 @@ def test_resolve_device():
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ModelError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_text_cache_encodes_each_distinct_caption_once_and_maps_the_file(model, tmp_path):
+    seen = []
+
+    class Recording:
+        encoder_id, g0_dim = model.text.encoder_id, model.text.g0_dim
+
+        def encode_g0(self, captions, batch_size=256, progress=None):
+            seen.extend(captions)
+            return model.text.encode_g0(captions)
+
+    caps = ["a dog", "a cat", "a dog", "a bird", "a cat", "a dog"]
+    feats = cached_g0_features(caps, Recording(), str(tmp_path))
+    assert seen == ["a dog", "a cat", "a bird"]                   # first-seen order, once each
+    assert feats.shape == (6, 384) and torch.equal(feats[0], feats[2]) and torch.equal(feats[1], feats[4])
+    assert torch.allclose(feats, model.text.encode_g0(caps), atol=1e-5)
+    path = text_cache_path(caps, model.text, str(tmp_path))
+    assert isinstance(np.load(path, mmap_mode="r"), np.memmap) and path.endswith(".npy")
+    feats[0, 0] = 123.0                                           # copy-on-write: the file is never written
+    assert np.load(path)[0, 0] != 123.0

@@ -1,9 +1,11 @@
 """Frozen text features g0(t), computed once per (captions, encoder) and cached on disk.
 
 g0 is frozen, so every stage (DTCL, distillation init, evaluation) trains on these cached
-features. The file is `cache_dir/text/<encoder_id>-<fingerprint>.pt`, a dict holding the
-(N, g0_dim) float32 tensor and what it was made from; it is written atomically, so a killed
-run never leaves half a file. A file that does not match (other size, unreadable) is recomputed.
+features. The file is `cache_dir/text/<encoder_id>-<fingerprint>.npy`: the (N, g0_dim) float32
+features in caption order, written atomically (a killed run never leaves half a file) and opened
+memory-mapped (copy-on-write), so a million captions' features are not held in memory. Each distinct
+caption is encoded once (web data repeats captions). A file that does not match (other shape,
+unreadable) is recomputed.
 """
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import os
 import re
 from typing import Callable, Optional, Protocol, Sequence
 
+import numpy as np
 import torch
 
 from ..progress import progress_bar
 from ..runs.store import atomic_save
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2      # 2: .npy, memory-mapped; 1: a torch .pt dict
 
 
 class G0Encoder(Protocol):
@@ -40,24 +43,26 @@ def text_fingerprint(captions: Sequence[str], key_extra: str = "") -> str:
 
 def text_cache_path(captions: Sequence[str], encoder: G0Encoder, cache_dir: str, key_extra: str = "") -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", encoder.encoder_id)
-    return os.path.join(cache_dir, "text", f"{name}-{text_fingerprint(captions, key_extra)}.pt")
+    return os.path.join(cache_dir, "text", f"{name}-{text_fingerprint(captions, key_extra)}.npy")
 
 
 def _load(path: str, n: int, dim: int) -> Optional[torch.Tensor]:
+    """The cached features memory-mapped copy-on-write (writable for torch, never written back);
+    None when the file is unreadable or of another shape or type."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        feats = blob["features"]
-    except Exception:  # unreadable or another format: recompute and overwrite
+        feats = np.load(path, mmap_mode="c")
+    except (OSError, ValueError):
         return None
-    if not isinstance(feats, torch.Tensor) or tuple(feats.shape) != (n, dim):
+    if feats.dtype != np.float32 or feats.shape != (n, dim):
         return None
-    return feats.float()
+    return torch.from_numpy(feats)
 
 
 def cached_g0_features(captions: Sequence[str], encoder: G0Encoder, cache_dir: str, key_extra: str = "",
                        progress: Optional[Callable[[float], None]] = None, batch_size: int = 256,
                        show_bar: Optional[bool] = None) -> torch.Tensor:
-    """(N, g0_dim) float32 CPU features of `captions`, from the cache or encoded (and saved) once.
+    """(N, g0_dim) float32 CPU features of `captions` (memory-mapped copy-on-write), from the cache or
+    encoded once per distinct caption and saved.
 
     `encoder` may be an MDWModel (its `.text` is used). `progress(done_frac)` is called while
     encoding (and with 1.0 on a cache hit); a tqdm bar shows in a terminal (`show_bar` forces it).
@@ -73,13 +78,15 @@ def cached_g0_features(captions: Sequence[str], encoder: G0Encoder, cache_dir: s
                 progress(1.0)
             return feats
 
+    first: dict = {}
+    where = np.fromiter((first.setdefault(c, len(first)) for c in captions), dtype=np.int64, count=len(captions))
+    distinct = list(first)
     sink = (lambda frac, message="": progress(frac)) if progress is not None else None
-    with progress_bar(f"text features ({len(captions)} captions)", sink=sink, show=show_bar) as report:
-        feats = encoder.encode_g0(captions, batch_size=batch_size,
+    with progress_bar(f"text features ({len(distinct)} distinct of {len(captions)} captions)", sink=sink,
+                      show=show_bar) as report:
+        feats = encoder.encode_g0(distinct, batch_size=batch_size,
                                   progress=lambda done, total: report(done / max(total, 1)))
         report(1.0)
-    feats = feats.detach().float().cpu().contiguous()
-    blob = {"features": feats, "encoder_id": encoder.encoder_id, "n": len(captions),
-            "fingerprint": text_fingerprint(captions, key_extra), "version": FORMAT_VERSION}
-    atomic_save(path, lambda tmp: torch.save(blob, tmp))
-    return feats
+    feats = feats.detach().float().cpu().numpy()
+    atomic_save(path, lambda tmp: np.save(tmp, np.ascontiguousarray(feats[where])))
+    return _load(path, len(captions), encoder.g0_dim)
