@@ -60,6 +60,13 @@ def add_parser(sub) -> None:
     m.add_argument("--threads", type=int, default=None, help="threads of the timed runs (default: torch's)")
     m.add_argument("--keep", default=None, help="keep the runs here (r0/runs, r1/runs, ...; r*/cache) instead of a temp folder")
     m.set_defaults(func=run_demo)
+    c = bsub.add_parser("scale", help="10k to 1M pairs from webdataset shards: data stage, one expert epoch, the app")
+    c.add_argument("--sizes", default="10000,100000,1000000", help="pairs, comma-separated")
+    c.add_argument("--work", default="", help="keep shards, runs and cache here (a second call resumes)")
+    c.add_argument("--image-size", type=int, default=32)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--out", default=None)
+    c.set_defaults(func=run_scale)
 
 
 def set_threads(n: int) -> None:
@@ -138,4 +145,16 @@ def run_demo(args) -> int:
             setattr(cfg, name, value)
     med, paths = demo.run(cfg)
     print(f"wrote {', '.join(paths)}; median {med}")
+    return 0
+
+
+def run_scale(args) -> int:
+    from ..bench import scale
+
+    cfg = scale.ScaleBenchConfig(sizes=[int(x) for x in args.sizes.split(",") if x.strip()], work_dir=args.work,
+                                 image_size=args.image_size, threads=args.threads)
+    if args.out:
+        cfg.out_dir = args.out
+    _, paths = scale.run(cfg)
+    print(f"wrote {', '.join(paths)}")
     return 0
