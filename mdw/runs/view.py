@@ -38,7 +38,8 @@ class RunView:
         self._curves = None
         self._heat = None
         self._orders: dict = {}   # pair_order's cache: (filters, sort, descending) -> positions
-        self._orders_lock = threading.Lock()   # the app's handlers share a view across threads
+        self._orders_lock = threading.Lock()
+        self._pair_order = None   # the app's handlers share a view across threads
 
     # ----- files ----------------------------------------------------------------------------
     def path(self, *parts) -> str:
@@ -139,17 +140,27 @@ class RunView:
                 keep &= s["flag"] if flag == "flagged" else ~s["flag"]
             if truth != "all" and s["is_noisy"] is not None:
                 keep &= s["is_noisy"] if truth == "noisy" else ~s["is_noisy"]
-            idx = np.flatnonzero(keep)
+            by_pair = self._by_pair()
+            idx = by_pair[keep[by_pair]]            # in pair id order: a stable sort breaks ties by pair id
             values = s[SORT_KEYS[sort]][idx]
             if descending:
                 values = -values.astype(np.float64) if values.dtype.kind == "f" else -values
-            hit = idx[np.lexsort((s["pair_ids"][idx], values))]
+            hit = idx[np.argsort(values, kind="stable")]
             hit.setflags(write=False)
         with self._orders_lock:
             self._orders[key] = hit   # most recently used last
             while len(self._orders) > ORDER_CACHE:
                 self._orders.pop(next(iter(self._orders)))
         return hit
+
+    def _by_pair(self) -> np.ndarray:
+        """int64 (N,): positions in scores() in pair id order (computed once; the identity for a
+        run whose scores are in pair id order, as the experts stage writes them)."""
+        if self._pair_order is None:
+            ids = self.scores()["pair_ids"]
+            self._pair_order = (np.arange(len(ids)) if np.all(ids[1:] >= ids[:-1])
+                                else np.argsort(ids, kind="stable"))
+        return self._pair_order
 
     def rows_at(self, positions) -> list:
         """One dict per position in scores() (COLUMNS: pair, caption, clean, track_A, track_B,
