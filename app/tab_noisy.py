@@ -19,7 +19,7 @@ from .context import AppContext, error_text, message_figure
 
 COLS = list(COLUMNS)
 GALLERY_N = 40
-SORTS = [(f"{name}", key) for key, name in SORT_NAMES.items()]   # (label, pair_order sort key)
+SORTS = [(name, key) for key, name in SORT_NAMES.items()]   # (label, pair_order sort key)
 ORDERS = ["ascending", "descending"]
 LAST = 10 ** 12   # any page past the end is the last page (pairs_page)
 
