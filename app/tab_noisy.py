@@ -1,5 +1,6 @@
-"""Noisy pairs tab: training pairs sorted by DTCL's clean score with both tracks' scores, filters,
-a gallery, ROC / PR curves with precision and recall at a threshold (when the run knows which pairs
+"""Noisy pairs tab: training pairs sorted by DTCL's clean score (or a track's score, or the pair id)
+with both tracks' scores, filters, one page at a time (filtered, sorted and paged on the server:
+mdw.views.noisy.pairs_page; the browser gets one page), a gallery of the page's first pairs, ROC / PR curves with precision and recall at a threshold (when the run knows which pairs
 are noisy), the selected pair's per-word heatmaps, audit buttons and CSV export."""
 from __future__ import annotations
 
@@ -9,32 +10,43 @@ import plotly.graph_objects as go
 from mdw.errors import MDWError
 from mdw.heatmaps.render import resize_image
 from mdw.runs.audit import DECISIONS, record_decision
-from mdw.runs.view import FLAG_FILTERS, TRUTH_FILTERS
-from mdw.views.noisy import computed_word_maps, export_audit, first_flagged_pair, pair_detail
+from mdw.runs.view import COLUMNS, FLAG_FILTERS, TRUTH_FILTERS
+from mdw.views.noisy import (PAGE_SIZE, PAGE_SIZES, SORT_NAMES, computed_word_maps, export_audit, first_flagged_pair,
+                             pair_detail, pairs_page)
 
 from .components import StableGallery, StableImage
 from .context import AppContext, error_text, message_figure
 
-COLS = ["pair", "caption", "clean", "track_A", "track_B", "flagged", "noisy", "audit"]
+COLS = list(COLUMNS)
 GALLERY_N = 40
+SORTS = [(name, key) for key, name in SORT_NAMES.items()]   # (label, pair_order sort key)
+ORDERS = ["ascending", "descending"]
+LAST = 10 ** 12   # any page past the end is the last page (pairs_page)
 
 
-def load_pairs(ctx: AppContext, run_id, flag, truth, lo, hi, limit):
-    """(table rows, gallery items, pair ids of the gallery, summary)."""
+def load_pairs(ctx: AppContext, run_id, flag, truth, lo, hi, sort="clean", order="ascending", page=1,
+               page_size=PAGE_SIZE):
+    """(table rows of one page, gallery items of its first GALLERY_N pairs, their pair ids, summary,
+    the page number shown: clamped to the pages there are)."""
     try:
         v = ctx.view(run_id)
-        rows = v.pair_rows(flag, truth, float(lo), float(hi), limit=int(limit or 200))
-    except (MDWError, ValueError, OSError) as e:
-        return [], [], [], error_text(e)
+        pg = pairs_page(v, flag, truth, float(lo), float(hi), sort or "clean", order == "descending",
+                        int(page or 1), int(page_size or PAGE_SIZE))
+    except (MDWError, ValueError, TypeError, OSError) as e:
+        return [], [], [], error_text(e), gr.skip()
     if v.scores() is None:
-        return [], [], [], "This run has no DTCL scores yet (the experts stage writes them)."
-    table = [[r[c] if r[c] is not None else "" for c in COLS] for r in rows]
-    shown = rows[:GALLERY_N]
+        return [], [], [], "This run has no DTCL scores yet (the experts stage writes them).", 1
+    shown = pg.rows[:GALLERY_N]
     gallery = [(v.pair_image(r["pair"]), f"#{r['pair']} clean={r['clean']:.2f}") for r in shown]
-    n = len(v.scores()["pair_ids"])
-    summary = f"{len(rows)} of {n} training pairs shown, lowest clean score first"
     banner = v.noise_split_note()
-    return table, gallery, [r["pair"] for r in shown], (f"⚠️ **{banner}**\n\n" if banner else "") + summary
+    info = (f"⚠️ **{banner}**\n\n" if banner else "") + f"{pg.summary} (page {pg.page:,} of {pg.n_pages:,})"
+    return pg.table(), gallery, [r["pair"] for r in shown], info, pg.page
+
+
+def turn(page, to: str) -> int:
+    """The page a paging button goes to (pairs_page clamps it to the pages there are)."""
+    page = int(page or 1)
+    return {"first": 1, "previous": max(1, page - 1), "next": page + 1, "last": LAST}[to]
 
 
 def first_pair(ctx: AppContext, run_id):
@@ -119,11 +131,19 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
             truth = gr.Radio(list(TRUTH_FILTERS), value="all", label="ground truth")
             lo = gr.Slider(0, 1, value=0, step=0.01, label="clean score from")
             hi = gr.Slider(0, 1, value=1, step=0.01, label="to")
-            limit = gr.Number(value=200, precision=0, label="rows")
+        with gr.Row():
+            sort = gr.Dropdown(SORTS, value="clean", label="sort by", elem_id="noisy-sort")
+            order = gr.Radio(ORDERS, value="ascending", label="order", elem_id="noisy-order")
+            page_size = gr.Dropdown(list(PAGE_SIZES), value=PAGE_SIZE, label="rows a page", elem_id="noisy-page-size")
+            first_btn = gr.Button("⏮ first", size="sm", elem_id="noisy-first")
+            prev_btn = gr.Button("◀ previous", size="sm", elem_id="noisy-prev")
+            page = gr.Number(value=1, precision=0, minimum=1, label="page", elem_id="noisy-page")
+            next_btn = gr.Button("next ▶", size="sm", elem_id="noisy-next")
+            last_btn = gr.Button("last ⏭", size="sm", elem_id="noisy-last")
         info = gr.Markdown(elem_id="noisy-info")
         table = gr.Dataframe(headers=COLS, interactive=False, label="pairs (click a row)", elem_id="noisy-table",
                              max_height=360)
-        gallery = StableGallery(label="lowest clean scores first (click one)", columns=10, height=260,
+        gallery = StableGallery(label="the page's first pairs (click one)", columns=10, height=260,
                              allow_preview=False, elem_id="noisy-gallery")
         ids = gr.State([])
         with gr.Row():
@@ -151,25 +171,37 @@ def build(ctx: AppContext, run_dd: gr.Dropdown) -> gr.Tab:
             export_msg = gr.Markdown()
         files = gr.File(label="exports", file_count="multiple", interactive=False)
 
-    filters = [run_dd, flag, truth, lo, hi, limit]
-    reload = lambda *a: load_pairs(ctx, *a)  # noqa: E731
-    gr.on([flag.change, truth.change, lo.release, hi.release, limit.submit], reload,
-          filters, [table, gallery, ids, info], api_name="noisy_pairs")
+    filters = [run_dd, flag, truth, lo, hi, sort, order]
+    listing = [table, gallery, ids, info, page]
+    at_page = lambda r, f, t, a, b, so, o, p, n: load_pairs(ctx, r, f, t, a, b, so, o, p, n)  # noqa: E731
+    at_first = lambda r, f, t, a, b, so, o, n: load_pairs(ctx, r, f, t, a, b, so, o, 1, n)  # noqa: E731
+    # a new filter, sort or page size starts at page 1; the page box and the buttons move within
+    gr.on([flag.change, truth.change, lo.release, hi.release, sort.change, order.change, page_size.change],
+          at_first, filters + [page_size], listing, api_name=False)
+    gr.on([page.submit], at_page, filters + [page, page_size], listing, api_name="noisy_pairs")
+
+    def go(to):
+        return lambda r, f, t, a, b, so, o, p, n: at_page(r, f, t, a, b, so, o, turn(p, to), n)
+
+    for btn, to in ((first_btn, "first"), (prev_btn, "previous"), (next_btn, "next"), (last_btn, "last")):
+        btn.click(go(to), filters + [page, page_size], listing, api_name=False)
     threshold.release(lambda r, t: detection(ctx, r, t), [run_dd, threshold], [roc, pr, det_md],
                       api_name="noisy_detection")
 
     def opened(run_id, *rest):
-        """The table, the curves and the first flagged pair (kept when one is already picked)."""
-        *filt, thr, current, changed_run = rest
+        """The table (page 1 on a new run), the curves and the first flagged pair (kept when one is
+        already picked)."""
+        *filt, pg, size, thr, current, changed_run = rest
         first = first_pair(ctx, run_id) if current is None or changed_run else current
-        return (*load_pairs(ctx, run_id, *filt), *detection(ctx, run_id, thr), first,
+        return (*load_pairs(ctx, run_id, *filt, 1 if changed_run else pg, size), *detection(ctx, run_id, thr), first,
                 *show_pair(ctx, run_id, first, compute_missing=True))
 
     # opening the tab is one event, not three (each event costs a round trip and a queue slot)
     detail = [image, desc, heat, heat_note]
-    outs = [table, gallery, ids, info, roc, pr, det_md, pair] + detail
-    tab.select(lambda *a: opened(*a, False), filters + [threshold, pair], outs, api_name=False)
-    run_dd.change(lambda *a: opened(*a, True), filters + [threshold, pair], outs, api_name="noisy_open")
+    outs = listing + [roc, pr, det_md, pair] + detail
+    ins = filters + [page, page_size, threshold, pair]
+    tab.select(lambda *a: opened(*a, False), ins, outs, api_name=False)
+    run_dd.change(lambda *a: opened(*a, True), ins, outs, api_name="noisy_open")
 
     def from_table(evt: gr.SelectData):
         return int(evt.row_value[0]) if evt.row_value else gr.skip()

@@ -40,7 +40,7 @@ TIMEOUT_MS = int(os.environ.get("BENCH_APP_TIMEOUT_MS", "120000"))
 # figures (under sel).
 TABS = [
     ("Runs", False, "txt('#run-status', RUN) && txt('#run-progress', 'stage') && row('#runs-table') && figs(1)"),
-    ("Noisy pairs", True, "txt('#noisy-info', 'training pairs shown') && row('#noisy-table') "
+    ("Noisy pairs", True, "txt('#noisy-info', 'training pairs') && row('#noisy-table') "
                           "&& imgs(1, '#noisy-gallery') && txt('#noisy-det', 'threshold') && figs(2)"),
     ("Correspondence", True, "txt('#corr-note', 's(v, t)') && imgs(2) && row('#corr-matches') && figs(1, '#corr-p')"),
     ("Evolution", True, "txt('#evo-info', 'snapshots') && txt('#evo-caption', 'iteration') && imgs(2) && figs(2)"),

@@ -55,17 +55,30 @@ def test_runs_refresh_shows_the_finished_run(served):
     assert [r for r in table["data"] if r[-1] == run_id and r[1] == "done" and r[0].startswith("tiny #")]
 
 
-def test_noisy_pairs_sorted_and_filtered(served):
+def test_noisy_pairs_sorted_filtered_and_paged(served):
     client, ctx, run_id = served
-    table, gallery, info = client.predict(run_id, "all", "all", 0, 1, 500, api_name="/noisy_pairs")
-    rows = table["data"]
     n = len(ctx.view(run_id).scores()["pair_ids"])
-    assert len(rows) == n and f"of {n}" in info
+    table, gallery, info, page = client.predict(run_id, "all", "all", 0, 1, "clean", "ascending", 1, 200,
+                                                api_name="/noisy_pairs")
+    rows = table["data"]
+    assert len(rows) == min(200, n) and f"of {n:,} training pairs" in info and page == 1
     clean = [r[2] for r in rows]
     assert clean == sorted(clean)
     assert len(gallery) == min(40, n)
-    flagged, *_ = client.predict(run_id, "flagged", "noisy", 0, 0.5, 500, api_name="/noisy_pairs")
+    flagged, *_ = client.predict(run_id, "flagged", "noisy", 0, 0.5, "clean", "ascending", 1, 200,
+                                 api_name="/noisy_pairs")
     assert all(r[5] is True and r[6] is True and r[2] <= 0.5 for r in flagged["data"])
+    # pages of 25 by descending track B score: together the whole sorted list, the last page past the end
+    seen = []
+    for p in range(1, n // 25 + 2):
+        t, _, info, got = client.predict(run_id, "all", "all", 0, 1, "track_B", "descending", p, 25,
+                                         api_name="/noisy_pairs")
+        assert got == p and f"rows {(p - 1) * 25 + 1}–" in info and "highest track B score first" in info
+        seen += t["data"]
+    assert [r[0] for r in seen] == [r["pair"] for r in ctx.view(run_id).pair_rows(sort="track_B", descending=True)]
+    t, _, info, got = client.predict(run_id, "all", "all", 0, 1, "track_B", "descending", 10 ** 6, 25,
+                                     api_name="/noisy_pairs")
+    assert got == -(-n // 25) and t["data"] == seen[(got - 1) * 25:]
 
 
 def test_detection_curves_and_threshold(served):
@@ -83,7 +96,7 @@ def test_pair_audit_decision_is_on_disk_before_confirming(served):
     last = json.loads(lines[-1])
     assert (last["target"], last["item"], last["decision"], last["comment"]) == ("pair", 3, "noisy", "looks wrong")
     assert "⚠️" in client.predict(run_id, 10 ** 6, "noisy", "", api_name="/noisy_decide")
-    table, *_ = client.predict(run_id, "all", "all", 0, 1, 500, api_name="/noisy_pairs")
+    table, *_ = client.predict(run_id, "all", "all", 0, 1, "pair", "ascending", 1, 25, api_name="/noisy_pairs")
     assert [r for r in table["data"] if r[0] == 3][0][7] == "noisy"
 
 
@@ -255,8 +268,9 @@ def test_every_tab_opens_on_meaningful_content(served):
     from mdw.views.noisy import first_flagged_pair
     client, ctx, run_id = served
     statuses = ["clean", "flagged", "noisy (missed)", "noisy (flagged)", "distilled"]
-    out = client.predict(run_id, "all", "all", 0, 1, 200, 0.5, None, api_name="/noisy_open")
-    pair, image, desc, heat, note = out[6:]   # (the gallery's ids are a gr.State: not in the API)
+    out = client.predict(run_id, "all", "all", 0, 1, "clean", "ascending", 3, 50, 0.5, None, api_name="/noisy_open")
+    assert out[3] == 1 and "rows 1–50 of" in out[2]   # a new run opens on page 1
+    pair, image, desc, heat, note = out[7:]   # (the gallery's ids are a gr.State: not in the API)
     assert pair == first_flagged_pair(ctx.view(run_id)) and image and f"pair {pair}" in desc
     assert heat and "Grad-CAM" in note   # the first flagged pair is among the stored least-trusted maps
     *_, picked, image, text = client.predict(run_id, ["real", "distilled"], statuses, api_name="/embedding_open")

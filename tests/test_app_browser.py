@@ -10,7 +10,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from app_helpers import copy_runs, free_port, start_app, stop_app  # noqa: E402
 from helpers import TINY_RUN  # noqa: E402
 
-TAB_CHECKS = [("Noisy pairs", "#noisy-info", "training pairs shown"),
+TAB_CHECKS = [("Noisy pairs", "#noisy-info", "training pairs"),
               ("Correspondence", "#corr-note", "s(v, t)"),
               ("Evolution", "#evo-info", "snapshots"),
               ("Embedding map", "#emb-note", "points shown"),

@@ -133,9 +133,9 @@ def test_collapsed_experts_flag_nothing_and_warn(tmp_path, monkeypatch):
     assert RunView(run_dir).scores()["flag"].sum() == 0
     from app.context import AppContext
     from app.tab_noisy import load_pairs
-    table, _, _, summary = load_pairs(AppContext(str(tmp_path / "runs")), run_id, "all", "all", 0, 1, 500)
+    table, _, _, summary, _ = load_pairs(AppContext(str(tmp_path / "runs")), run_id, "all", "all", 0, 1, page_size=500)
     assert summary.startswith("⚠️ **no noise split this epoch: track A") and len(table) == 242
-    assert load_pairs(AppContext(str(tmp_path / "runs")), run_id, "flagged", "all", 0, 1, 500)[0] == []
+    assert load_pairs(AppContext(str(tmp_path / "runs")), run_id, "flagged", "all", 0, 1)[0] == []
 
 
 # ----- 4. empty evaluation splits ------------------------------------------------------------------

@@ -99,6 +99,10 @@ def test_embedding_map_layers_palette_and_first_point(run):
         assert last.name == "distilled" and last.labels == [str(i) for i in range(m)]
         assert all(layer.size < last.size for layer in mv.layers[:-1])
         assert all(pts.kind[p] == kind for layer in mv.layers for p in layer.points)
+    few = embedding_map(pts, "image", max_real=10)   # a big map sends a sample of its real points
+    drawn = np.concatenate([layer.points for layer in few.layers])
+    assert few.shown == 10 + m == len(drawn) and few.total == len(pts) // 2
+    assert (pts.source[drawn] == "real").sum() == 10 and few.layers[-1].name == "distilled"
     only = embedding_map(pts, "image", statuses=["distilled"])
     assert [layer.name for layer in only.layers] == ["distilled"] and only.shown == m
     rows = point_rows(pts, [embedding_map(pts, "image"), embedding_map(pts, "text")])

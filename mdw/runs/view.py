@@ -4,12 +4,14 @@ stored heatmaps, audit decisions and exports. Everything loads lazily and tolera
 
     v = RunView(store.run_dir(run_id))
     rows = v.pair_rows(flag="flagged", lo=0.0, hi=0.5)      # sorted by the clean score, lowest first
+    order = v.pair_order("flagged", sort="track_A", descending=True)   # int64 positions, cached per filter/sort
     img = v.pair_image(rows[0]["pair"])                      # uint8 (S, S, 3)
 The distilled set, snapshots and evaluation live in `view_distill.py` (DistillView).
 """
 from __future__ import annotations
 
 import os
+import threading
 from typing import Optional
 
 import numpy as np
@@ -22,6 +24,9 @@ from .store import atomic_write_text, read_json, read_jsonl
 FLAG_FILTERS = ("all", "flagged", "not flagged")
 TRUTH_FILTERS = ("all", "noisy", "clean")
 CLEANED_COLUMNS = ("pair", "image", "caption", "clean_score", "audit")
+COLUMNS = ("pair", "caption", "clean", "track_A", "track_B", "flagged", "noisy", "audit")   # of rows_at()
+SORT_KEYS = {"clean": "consensus", "track_A": "wA", "track_B": "wB", "pair": "pair_ids"}   # sort key -> scores()
+ORDER_CACHE = 8   # sorted filter/sort combinations a view keeps (8 B a pair each)
 
 
 class RunView:
@@ -31,6 +36,9 @@ class RunView:
         self._scores = None
         self._curves = None
         self._heat = None
+        self._orders: dict = {}   # pair_order's cache: (filters, sort, descending) -> positions
+        self._orders_lock = threading.Lock()
+        self._pair_order = None   # the app's handlers share a view across threads
 
     # ----- files ----------------------------------------------------------------------------
     def path(self, *parts) -> str:
@@ -104,7 +112,7 @@ class RunView:
             kind = expert_kind(self.run_dir)
             if not self.has("dtcl", scores_name(kind)):
                 return None
-            z = load_scores(self.run_dir, kind)
+            z = load_scores(self.run_dir, kind, ("consensus", "wA", "wB", "flag", "pair_ids", "is_noisy"))
             last = {k: np.asarray(z[k][-1]) for k in ("consensus", "wA", "wB", "flag") if k in z}
             if "wA" not in last:
                 last["wA"] = last["consensus"]
@@ -112,44 +120,83 @@ class RunView:
                 last["wB"] = last["consensus"]
             if "flag" not in last:
                 last["flag"] = last["consensus"] < 0.5
+            last["flag"] = last["flag"].astype(bool)
             last["pair_ids"] = np.asarray(z["pair_ids"], dtype=np.int64)
             last["is_noisy"] = np.asarray(z["is_noisy"]).astype(bool) if "is_noisy" in z else None
             last["kind"] = kind
             self._scores = last
         return self._scores
 
-    def pair_rows(self, flag: str = "all", truth: str = "all", lo: float = 0.0, hi: float = 1.0,
-                  limit: Optional[int] = None, descending: bool = False) -> list:
-        """Scored training pairs, filtered, sorted by the clean score (lowest first by default),
-        each with its latest audit decision."""
+    def pair_order(self, flag: str = "all", truth: str = "all", lo: float = 0.0, hi: float = 1.0,
+                   sort: str = "clean", descending: bool = False) -> np.ndarray:
+        """int64 (k,): positions in scores() of the pairs passing the filters (DTCL flag in
+        FLAG_FILTERS, ground truth in TRUTH_FILTERS, lo <= clean score <= hi), sorted by `sort` (a
+        SORT_KEYS key), ties by pair id ascending in both directions. One vectorised sort per
+        filter/sort combination, kept (ORDER_CACHE of them) so paging never sorts again; read-only.
+        Empty before the experts stage; ValueError for an unknown filter or sort key."""
+        s = self.scores()
+        if flag not in FLAG_FILTERS or truth not in TRUTH_FILTERS:
+            raise ValueError(f"filters: flag one of {FLAG_FILTERS}, truth one of {TRUTH_FILTERS}")
+        if sort not in SORT_KEYS:
+            raise ValueError(f"sort key must be one of {tuple(SORT_KEYS)}, got {sort!r}")
+        if s is None:
+            return np.zeros(0, dtype=np.int64)
+        key = (flag, truth, float(lo), float(hi), sort, bool(descending))
+        with self._orders_lock:
+            hit = self._orders.pop(key, None)
+        if hit is None:
+            keep = (s["consensus"] >= float(lo)) & (s["consensus"] <= float(hi))
+            if flag != "all":
+                keep &= s["flag"] if flag == "flagged" else ~s["flag"]
+            if truth != "all" and s["is_noisy"] is not None:
+                keep &= s["is_noisy"] if truth == "noisy" else ~s["is_noisy"]
+            by_pair = self._by_pair()
+            idx = by_pair[keep[by_pair]]            # in pair id order: a stable sort breaks ties by pair id
+            values = s[SORT_KEYS[sort]][idx]
+            if descending:
+                values = -values.astype(np.float64) if values.dtype.kind == "f" else -values
+            hit = idx[np.argsort(values, kind="stable")]
+            hit.setflags(write=False)
+        with self._orders_lock:
+            self._orders[key] = hit   # most recently used last
+            while len(self._orders) > ORDER_CACHE:
+                self._orders.pop(next(iter(self._orders)))
+        return hit
+
+    def _by_pair(self) -> np.ndarray:
+        """int64 (N,): positions in scores() in pair id order (computed once; the identity for a
+        run whose scores are in pair id order, as the experts stage writes them)."""
+        if self._pair_order is None:
+            ids = self.scores()["pair_ids"]
+            self._pair_order = (np.arange(len(ids)) if np.all(ids[1:] >= ids[:-1])
+                                else np.argsort(ids, kind="stable"))
+        return self._pair_order
+
+    def rows_at(self, positions) -> list:
+        """One dict per position in scores() (COLUMNS: pair, caption, clean, track_A, track_B,
+        flagged, noisy, audit = its latest audit decision or ""); captions and decisions are read
+        for these pairs only."""
         s = self.scores()
         if s is None:
             return []
-        if flag not in FLAG_FILTERS or truth not in TRUTH_FILTERS:
-            raise ValueError(f"filters: flag one of {FLAG_FILTERS}, truth one of {TRUTH_FILTERS}")
-        keep = (s["consensus"] >= float(lo)) & (s["consensus"] <= float(hi))
-        flags = s["flag"].astype(bool)
-        if flag != "all":
-            keep &= flags if flag == "flagged" else ~flags
-        if truth != "all" and s["is_noisy"] is not None:
-            keep &= s["is_noisy"] if truth == "noisy" else ~s["is_noisy"]
-        idx = np.flatnonzero(keep)
-        idx = idx[np.argsort(s["consensus"][idx], kind="stable")]
-        if descending:
-            idx = idx[::-1]
-        if limit is not None:
-            idx = idx[:int(limit)]
         decided = latest_decisions(self.run_dir, "pair")
-        caps = self.table().captions
         rows = []
-        for i in idx:
+        for i in np.asarray(positions, dtype=np.int64):
             pid = int(s["pair_ids"][i])
-            rows.append({"pair": pid, "caption": caps[pid], "clean": round(float(s["consensus"][i]), 4),
+            rows.append({"pair": pid, "caption": self.caption(pid), "clean": round(float(s["consensus"][i]), 4),
                          "track_A": round(float(s["wA"][i]), 4), "track_B": round(float(s["wB"][i]), 4),
-                         "flagged": bool(flags[i]),
+                         "flagged": bool(s["flag"][i]),
                          "noisy": None if s["is_noisy"] is None else bool(s["is_noisy"][i]),
                          "audit": decided.get(pid, {}).get("decision", "")})
         return rows
+
+    def pair_rows(self, flag: str = "all", truth: str = "all", lo: float = 0.0, hi: float = 1.0,
+                  limit: Optional[int] = None, descending: bool = False, sort: str = "clean", start: int = 0) -> list:
+        """rows_at() of pair_order()[start:start + limit] (all from start when limit is None):
+        scored training pairs, filtered, sorted by the clean score (lowest first) by default."""
+        order = self.pair_order(flag, truth, lo, hi, sort, descending)
+        start = max(0, int(start))
+        return self.rows_at(order[start:] if limit is None else order[start:start + max(0, int(limit))])
 
     def noise_split_note(self) -> str:
         """'' when the last epoch's loss mixtures split the pairs; otherwise the banner text
@@ -174,14 +221,17 @@ class RunView:
                 "flagged": bool(s["flag"][i]), "noisy": None if s["is_noisy"] is None else bool(s["is_noisy"][i])}
 
     def detection(self, threshold: float = 0.5) -> Optional[dict]:
-        """{"metrics", "curves"} of the clean score against the ground truth (None without it)."""
-        from ..evaluate.detection import detection_curves, detection_metrics
+        """{"metrics", "curves"} of the clean score against the ground truth (None without it): the
+        metrics at the threshold plus the AUC of all pairs, the curves reduced for plotting
+        (mdw.evaluate.detection.detection_curves, computed once per view)."""
+        from ..evaluate.detection import detection_curves, threshold_metrics
         s = self.scores()
         if s is None or s["is_noisy"] is None or not 0 < s["is_noisy"].sum() < len(s["is_noisy"]):
             return None
         if self._curves is None:  # independent of the threshold; the scores are loaded once per view
             self._curves = detection_curves(s["consensus"], s["is_noisy"])
-        return {"metrics": detection_metrics(s["consensus"], s["is_noisy"], threshold), "curves": self._curves}
+        metrics = {**threshold_metrics(s["consensus"], s["is_noisy"], threshold), "auc": self._curves["auc"]}
+        return {"metrics": metrics, "curves": self._curves}
 
     # ----- heatmaps -------------------------------------------------------------------------
     def _heatmaps(self) -> tuple:

@@ -36,11 +36,7 @@ def save_experts(res: ExpertsResult, run_dir: str, cfg: ExpertConfig, model_cfg:
             atomic_save(os.path.join(folder, f"precond_{t.name}.pt"), lambda tmp, pre=pre: torch.save(pre, tmp))
         final = {"params": t.model.flat_params(), "buffers": t.model.flat_buffers()}
         atomic_save(os.path.join(folder, f"final_{t.name}.pt"), lambda tmp, f=final: torch.save(f, tmp))
-    arrays = dict(res.scores)
-    arrays["pair_ids"] = res.pair_ids
-    if res.is_noisy is not None:
-        arrays["is_noisy"] = res.is_noisy.astype(np.uint8)
-    atomic_save(os.path.join(run_dir, "dtcl", scores_name(res.kind)), lambda tmp: np.savez_compressed(tmp, **arrays))
+    save_scores(run_dir, res.kind, res.scores, res.pair_ids, res.is_noisy)
     atomic_write_json(os.path.join(folder, "meta.json"), {
         "kind": res.kind, "tracks": [t.name for t in res.tracks], "preset": model_cfg.preset,
         "embed_dim": model_cfg.embed_dim, "model": model_identity(model_cfg), "image_size": image_size,
@@ -55,6 +51,18 @@ def save_experts(res: ExpertsResult, run_dir: str, cfg: ExpertConfig, model_cfg:
     summary = {"kind": res.kind, "epochs": cfg.epochs, "pairs": int(len(res.pair_ids)), **last}
     name = "summary.json" if res.kind == "dtcl" else f"summary_{res.kind}.json"
     atomic_write_json(os.path.join(run_dir, "dtcl", name), summary)
+
+
+def save_scores(run_dir: str, kind: str, scores: dict, pair_ids: np.ndarray, is_noisy: Optional[np.ndarray]) -> str:
+    """Write dtcl/scores*.npz atomically: scores name -> (epochs, N) arrays (EPOCH_ARRAYS), pair_ids
+    int (N,), is_noisy bool (N,) or None; returns its path."""
+    arrays = dict(scores)
+    arrays["pair_ids"] = np.asarray(pair_ids)
+    if is_noisy is not None:
+        arrays["is_noisy"] = np.asarray(is_noisy).astype(np.uint8)
+    path = os.path.join(run_dir, "dtcl", scores_name(kind))
+    atomic_save(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+    return path
 
 
 def experts_meta(run_dir: str, kind: str = "dtcl") -> dict:
@@ -81,6 +89,8 @@ def load_expert(run_dir: str, kind: str = "dtcl", track: str = "A", device: Opti
     return model.eval()
 
 
-def load_scores(run_dir: str, kind: str = "dtcl") -> dict:
+def load_scores(run_dir: str, kind: str = "dtcl", keys: Optional[tuple] = None) -> dict:
+    """name -> array of dtcl/scores*.npz; only `keys` (those present) when given: each array is
+    decompressed whole, so a reader that needs 4 of 10 arrays of a 1M-pair run reads 4."""
     with np.load(os.path.join(run_dir, "dtcl", scores_name(kind))) as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k] for k in z.files if keys is None or k in keys}

@@ -27,6 +27,7 @@ OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bl
 PALETTE = {"clean": OKABE_ITO["sky blue"], "flagged": OKABE_ITO["orange"], "noisy (missed)": OKABE_ITO["reddish purple"],
            "noisy (flagged)": OKABE_ITO["vermillion"], "distilled": OKABE_ITO["black"]}
 DENSE = 2000          # real points of one kind above which they are drawn small and transparent
+DRAW_REAL = 20_000    # real points of one map sent to the browser at most (a seeded uniform sample above)
 TABLE_ROWS = 500
 
 
@@ -101,13 +102,17 @@ def _style(status: str, n_real: int) -> tuple:
 
 
 def embedding_map(pts: Points, kind: str, statuses: Sequence[str] = tuple(STATUS_NAMES.values()),
-                  sources: Sequence[str] = SOURCES) -> MapView:
-    """The points of one kind (image | text) with a shown status and source, as layers in draw order.
-    ValueError for an unknown kind."""
+                  sources: Sequence[str] = SOURCES, max_real: int = DRAW_REAL, seed: int = 0) -> MapView:
+    """The points of one kind (image | text) with a shown status and source, as layers in draw order;
+    above max_real real points, a seeded uniform sample of max_real of them (every distilled point is
+    drawn; MapView.shown says how many are). ValueError for an unknown kind."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     of_kind = pts.kind == kind
     keep = of_kind & np.isin(pts.status, list(statuses)) & np.isin(pts.source, list(sources))
+    real = np.flatnonzero(keep & (pts.source == "real"))
+    if len(real) > max_real:
+        keep[np.random.default_rng(seed).choice(real, len(real) - max_real, replace=False)] = False
     n_real = int((of_kind & (pts.source == "real")).sum())
     layers = []
     for name in STATUS_NAMES.values():

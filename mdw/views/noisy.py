@@ -1,7 +1,9 @@
-"""The Noisy pairs tab's view: which pair it opens on, a pair's detail with its word maps, and the
+"""The Noisy pairs tab's view: one page of the filtered, sorted pairs (sorted on the server, once per
+filter/sort; only the page's rows are built), which pair it opens on, a pair's detail with its word maps, and the
 one CSV export of audit decisions and cleaned pairs (its clean-score threshold in the file name).
 
     v = RunView(run_dir)
+    page = pairs_page(v, "flagged", sort="clean", page=2, page_size=50)   # PairsPage: rows 51-100, total, summary
     pair = first_flagged_pair(v)             # lowest clean score among flagged pairs (None: no scores)
     d = pair_detail(v, pair)                 # PairDetail: image, caption, scores, word-map grid + note
     files = export_audit(v, threshold=0.5)   # AuditExport: decisions.csv, cleaned_pairs_clean-ge-0.50.csv
@@ -13,10 +15,14 @@ from typing import Optional
 
 import numpy as np
 
-from ..runs.view import RunView
+from ..runs.view import COLUMNS, RunView
 
 HEATMAP_GROUPS = ("most_trusted", "least_trusted", "app")   # where a real pair's stored maps may be
 TILE = 112   # px of one word-map tile
+PAGE_SIZE = 50
+PAGE_SIZES = (25, 50, 100, 200)
+MAX_PAGE_SIZE = 1000   # rows one page may build and send
+SORT_NAMES = {"clean": "clean score", "track_A": "track A score", "track_B": "track B score", "pair": "pair id"}
 
 
 @dataclass
@@ -56,13 +62,61 @@ class AuditExport:
                 "dropped) and every audit decision exported")
 
 
+@dataclass
+class PairsPage:
+    rows: list                   # dicts with RunView's COLUMNS (pair, caption, clean, track_A, track_B, flagged,
+                                 # noisy, audit), this page's only: at most page_size
+    total: int                   # pairs passing the filters
+    page: int                    # 1-based, clamped to [1, n_pages]
+    n_pages: int                 # >= 1 (one empty page when nothing passes)
+    page_size: int
+    start: int                   # 0-based position of the first row in the filtered, sorted list
+    summary: str                 # "rows 51–100 of 12,345 flagged training pairs, lowest clean score first"
+
+    def table(self) -> list:
+        """The rows as lists in COLUMNS order (None shown as "")."""
+        return [[r[c] if r[c] is not None else "" for c in COLUMNS] for r in self.rows]
+
+
+def pairs_page(view: RunView, flag: str = "all", truth: str = "all", lo: float = 0.0, hi: float = 1.0,
+               sort: str = "clean", descending: bool = False, page: int = 1, page_size: int = PAGE_SIZE) -> PairsPage:
+    """One page of the scored training pairs passing the filters (flag in FLAG_FILTERS, truth in
+    TRUTH_FILTERS, lo <= clean score <= hi), sorted by `sort` (a SORT_KEYS key: clean, track_A,
+    track_B, pair; ties by pair id). The sort is done once per filter/sort (RunView.pair_order);
+    only the page's rows are built. A page past the end is the last page, one below 1 the first.
+    ValueError for an unknown filter or sort key or a page_size outside [1, MAX_PAGE_SIZE]."""
+    page_size = int(page_size)
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page size must be in [1, {MAX_PAGE_SIZE}], got {page_size}")
+    order = view.pair_order(flag, truth, lo, hi, sort, descending)
+    total = len(order)
+    n_pages = max(1, -(-total // page_size))
+    page = min(max(1, int(page)), n_pages)
+    start = (page - 1) * page_size
+    rows = view.rows_at(order[start:start + page_size])
+    has_truth = view.scores() is not None and view.scores()["is_noisy"] is not None
+    return PairsPage(rows, total, page, n_pages, page_size, start,
+                     _summary(start, len(rows), total, flag, truth if has_truth else "all", lo, hi, sort, descending))
+
+
+def _summary(start, n, total, flag, truth, lo, hi, sort, descending) -> str:
+    what = {"all": "", "flagged": "flagged ", "not flagged": "unflagged "}[flag]
+    what += {"all": "", "noisy": "truly noisy ", "clean": "truly clean "}[truth] + "training pairs"
+    if float(lo) > 0 or float(hi) < 1:
+        what += f" with a clean score in [{float(lo):.2f}, {float(hi):.2f}]"
+    if not total:
+        return f"no {what}"
+    order = f"{'highest' if descending else 'lowest'} {SORT_NAMES[sort]} first"
+    return f"rows {start + 1:,}–{start + n:,} of {total:,} {what}, {order}"
+
+
 def first_flagged_pair(view: RunView) -> Optional[int]:
     """The flagged pair with the lowest clean score; the lowest-scored pair when none is flagged;
     None before the experts stage has written scores."""
     for flag in ("flagged", "all"):
-        rows = view.pair_rows(flag, limit=1)
-        if rows:
-            return int(rows[0]["pair"])
+        order = view.pair_order(flag)
+        if len(order):
+            return int(view.scores()["pair_ids"][order[0]])
     return None
 
 
