@@ -122,10 +122,15 @@ class RunLayout:
         return self.data_dir / "table"
 
     # ----- experts and scores ----------------------------------------------------------------
+    @property
+    def experts_dir(self) -> Path:
+        return self.root / "experts"
+
     def experts(self, kind: str) -> ExpertFiles:
+        """ValueError for a kind not in EXPERT_KINDS."""
         if kind not in EXPERT_KINDS:
             raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {kind!r}")
-        return ExpertFiles(self.root / "experts" / kind, kind)
+        return ExpertFiles(self.experts_dir / kind, kind)
 
     @property
     def scores_dir(self) -> Path:
