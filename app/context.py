@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from mdw.config import demo_config_path
 from mdw.errors import RunError
 from mdw.runs.manager import RunManager
+from mdw.runs.migrate import open_run
 from mdw.runs.view import RunView
 from mdw.runs.view_distill import DistillView
 from mdw.views.runs import short_label
@@ -53,8 +54,8 @@ class AppContext:
     def views(self, run_id) -> tuple:
         """(RunView, DistillView) of a run, cached until its status.json changes."""
         d = self.run_dir(run_id)
-        key = os.path.join(d, "status.json")
-        stamp = os.stat(key).st_mtime_ns
+        lay = open_run(d)   # upgrades an older run before the stamp is taken (it may rewrite status.json)
+        stamp = os.stat(lay.status).st_mtime_ns
         with self._lock:
             hit = self._views.get(run_id)
             if hit is None or hit[0] != stamp:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 
 import gradio as gr
 import plotly.graph_objects as go
@@ -12,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from mdw.config import RunConfig, apply_overrides, demo_config_path
 from mdw.errors import MDWError
+from mdw.runs.layout import RunLayout
 from mdw.views.runs import form_choices, loss_curves, short_label
 
 from .context import AppContext, error_text, message_figure
@@ -99,8 +99,8 @@ def refresh(ctx: AppContext, run_id, sig):
     except MDWError:
         return status_markdown(None), progress_html(None), gr.skip(), "", table, picker, ("", repr(choices))
     status = ctx.store.read_status(run_id)
-    ev = os.path.join(d, "events.jsonl")
-    new_events = f"{run_id}:{os.path.getsize(ev) if os.path.exists(ev) else 0}"
+    ev = RunLayout(d).events
+    new_events = f"{run_id}:{ev.stat().st_size if ev.exists() else 0}"
     fig = loss_figure(ctx, run_id) if new_events != old_events else gr.skip()
     return (status_markdown(status), progress_html(status), fig, ctx.store.log_tail(run_id, 12), table, picker,
             (new_events, repr(choices)))

@@ -242,7 +242,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        return _build(cls, _migrate(d), "").validate()
+        """Missing keys take their defaults; a run's config written by an older version is upgraded
+        on open (mdw/runs/migrate.py, upgrade_config), not here."""
+        return _build(cls, d, "").validate()
 
     @classmethod
     def load(cls, path: str) -> "RunConfig":
@@ -259,17 +261,6 @@ class RunConfig:
             return cls.from_dict(d)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-
-
-def _migrate(d):
-    """Configs written by earlier versions still load (run folders outlive code changes)."""
-    dist = d.get("distill") if isinstance(d, dict) else None
-    if isinstance(dist, dict) and "learn_p" in dist:
-        dist = dict(dist)
-        learn = dist.pop("learn_p")
-        dist.setdefault("labels", "soft" if learn else "identity")
-        d = {**d, "distill": dist}
-    return d
 
 
 def _build(cls, d, prefix: str):

@@ -29,6 +29,8 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from app.server import free_port, start_app, stop_app  # noqa: E402
+from mdw.runs.layout import RunLayout  # noqa: E402
+from mdw.runs.migrate import open_run  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TARGET_S = 2.0
@@ -118,8 +120,8 @@ def read_json(path: str):
 def newest_done_run(runs: str) -> str:
     done = []
     for name in os.listdir(runs):
-        st = os.path.join(runs, name, "status.json")
-        if os.path.isfile(st):
+        st = RunLayout(os.path.join(runs, name)).status
+        if st.is_file():
             s = read_json(st)
             if s.get("state") == "done":
                 done.append((float(s.get("created_ts") or os.path.getmtime(st)), name))
@@ -129,21 +131,16 @@ def newest_done_run(runs: str) -> str:
 
 
 def run_facts(run_dir: str) -> dict:
-    """dataset, eta and number of training pairs of a run (from its config and DTCL scores)."""
-    cfg = read_json(os.path.join(run_dir, "config.json"))
+    """dataset, eta and number of training pairs of a run (from its config and its experts' scores)."""
+    import numpy as np
+    lay = open_run(run_dir)
+    data = read_json(lay.config)["data"]
+    kind = lay.main_expert_kind()
     pairs = None
-    scores = os.path.join(run_dir, "experts", "scores.npz")
-    try:
-        import numpy as np
-        for path in [scores] + [os.path.join(r, f) for r, _, fs in os.walk(run_dir) for f in fs if f == "scores.npz"]:
-            if os.path.isfile(path):
-                with np.load(path) as z:
-                    pairs = int(len(z["pair_ids"])) if "pair_ids" in z else None
-                break
-    except Exception:  # noqa: BLE001 - the count is informative only
-        pairs = None
-    data = cfg.get("data", {})
-    return {"dataset": data.get("source"), "eta": data.get("eta"), "pairs": pairs}
+    if kind is not None and lay.scores(kind).is_file():
+        with np.load(lay.scores(kind)) as z:
+            pairs = int(len(z["pair_ids"]))
+    return {"dataset": data["source"], "eta": data["eta"], "pairs": pairs}
 
 
 def wait_idle(page, settle_ms: int = 500) -> None:
@@ -273,7 +270,7 @@ def main(argv=None) -> None:
     runs = os.path.abspath(args.runs)
     run_id = args.run or newest_done_run(runs)
     run_dir = os.path.join(runs, run_id)
-    if read_json(os.path.join(run_dir, "status.json")).get("state") != "done":
+    if read_json(RunLayout(run_dir).status).get("state") != "done":
         raise SystemExit(f"run {run_id} is not finished")
     facts = run_facts(run_dir)
     query = args.query or ("a red circle above a blue square" if facts["dataset"] == "scenes"

@@ -80,13 +80,13 @@ def end_to_end(tmp: str, device: str, extra: list, quick: bool) -> dict:
     t0 = time.time()
     code = run_in_context(store, run_id, lambda ctx: run_pipeline(ctx, show_bars=False))
     total = time.time() - t0
-    run_dir = store.run_dir(run_id)
-    log = open(os.path.join(run_dir, "log.txt")).read()
+    lay = store.layout(run_id)
+    log = open(lay.log).read()
     stages = {m.group(1): float(m.group(2)) for m in re.finditer(r"stage (\w+): done in ([\d.]+) s", log)}
     rows = []
-    if os.path.isfile(os.path.join(run_dir, "eval", "results.json")):
+    if lay.eval_results.is_file():
         rows = [{"method": r["method"], "mean_recall": r["mean_recall"]}
-                for r in json.load(open(os.path.join(run_dir, "eval", "results.json")))["rows"]]
+                for r in json.load(open(lay.eval_results))["rows"]]
     return {"exit_code": code, "seconds": round(total, 1), "stages_s": stages, "recall": rows,
             "error": None if code == 0 else log[-1500:]}
 

@@ -74,3 +74,27 @@ def assert_adjoint_equals_unrolled(student, syn, start, target, batches) -> None
     assert val == pytest.approx(ref.item(), rel=1e-9)
     for r, t in zip(ref_grads, leaves):
         assert r.abs().max() > 0 and torch.allclose(t.grad, r, rtol=1e-6, atol=1e-10 * r.abs().max().item())
+
+
+def write_run_data_for(run_dir, captions, pair_image=None, is_noisy=None, size: int = 2):
+    """The run's own data (data/images.npy, data/table, data/pairs.json) for `captions` with tiny
+    grey images (one per caption unless pair_image says otherwise): for tests that write scores by
+    hand. Returns the RunLayout."""
+    from mdw.config import DataConfig
+    from mdw.data.noise import Noise
+    from mdw.data.prepare import Prepared
+    from mdw.data.run_data import RunImages, write_run_data
+    from mdw.runs.layout import RunLayout
+
+    n = len(captions)
+    pair_image = np.arange(n) if pair_image is None else np.asarray(pair_image)
+    n_images = int(pair_image.max()) + 1 if n else 0
+    images = np.full((n_images, size, size, 3), 128, dtype=np.uint8)
+    ps = PairSet(name="synthetic", images=RunImages([f"img{i}" for i in range(n_images)], images),
+                 image_split=np.array(["train"] * n_images, dtype=object), captions=list(captions),
+                 pair_image=pair_image,
+                 is_noisy=np.zeros(n, bool) if is_noisy is None else np.asarray(is_noisy, bool))
+    lay = RunLayout(run_dir)
+    write_run_data(lay, Prepared(ps, images, Noise(0.0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64)),
+                                 "synthetic"), DataConfig(image_size=size))
+    return lay

@@ -264,11 +264,10 @@ def test_store_append_replaces_groups(tmp_path, model):
 def test_heatmap_config_defaults_and_checks():
     from mdw.errors import ConfigError
     from mdw.heatmaps.config import HeatmapConfig
-    from mdw.heatmaps.stage import heatmap_config
-    assert heatmap_config(RunConfig()) == HeatmapConfig()  # a RunConfig without the field: defaults
-    assert heatmap_config(type("C", (), {"heatmaps": {"n_most": 3}})()).n_most == 3
+    assert RunConfig.from_dict({}).heatmaps == HeatmapConfig()  # a config without the section: defaults
+    assert RunConfig.from_dict({"heatmaps": {"n_most": 3}}).heatmaps.n_most == 3
     with pytest.raises(ConfigError, match="shifts"):
-        heatmap_config(type("C", (), {"heatmaps": HeatmapConfig(shifts=0)})())
+        RunConfig.from_dict({"heatmaps": {"shifts": 0}})
 
 
 def test_select_trusted_is_disjoint():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
+from helpers import write_run_data_for
 from mdw.evaluate.detection import CURVE_POINTS, detection_curves, reduce_curve
 from mdw.runs.audit import record_decision
 from mdw.runs.store import atomic_write_json
@@ -17,7 +18,7 @@ SORTS = {"clean": "consensus", "track_A": "wA", "track_B": "wB", "pair": "pair_i
 
 
 def write_run(run_dir, n, seed=0, epochs=2, ties=False, truth=True) -> dict:
-    """A run folder with data/pairs.json (captions "caption <id>") and dtcl/scores.npz of n pairs
+    """A run folder with the run's data (captions "caption <id>") and dtcl/scores.npz of n pairs
     (pair ids shuffled, the last epoch's scores returned as numpy arrays)."""
     rng = np.random.default_rng(seed)
     noisy = rng.random(n) < 0.3
@@ -32,8 +33,7 @@ def write_run(run_dir, n, seed=0, epochs=2, ties=False, truth=True) -> dict:
             "flag": flag}
     scores = {k: np.stack([rng.random(n).astype(v.dtype) if k != "flag" else ~v, v]) for k, v in last.items()}
     save_scores(str(run_dir), "dtcl", {k: a[-epochs:] for k, a in scores.items()}, pair_ids, noisy if truth else None)
-    atomic_write_json(os.path.join(run_dir, "data", "pairs.json"),
-                      {"pairs": {"caption": [f"caption {i}" for i in range(n)], "image": list(range(n))}})
+    write_run_data_for(run_dir, [f"caption {i}" for i in range(n)])
     return {**{k: v.astype(np.float32) if k != "flag" else v for k, v in last.items()},
             "pair_ids": pair_ids, "is_noisy": noisy if truth else None}
 

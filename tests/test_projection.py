@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from mdw.config import RunConfig
 from mdw.distill.synset import DistilledSet
 from mdw.evaluate.projection import embed_2d, load_projection, project_run, select_pairs, status_codes
 from mdw.evaluate.stages import stage_projection
-from mdw.evaluate.view_config import ProjectionConfig, projection_config
+from mdw.evaluate.view_config import ProjectionConfig
 from mdw.errors import ConfigError, RunError
 from mdw.runs.context import run_in_context
 from mdw.runs.store import RunStore
@@ -53,7 +54,7 @@ def test_embed_2d_methods_and_seeding():
     assert np.allclose(np.cov(a.T)[0, 1], 0, atol=1e-4)            # uncorrelated principal axes
     with pytest.raises(ConfigError):
         ProjectionConfig(method="tsne").validate()
-    assert projection_config({"projection": {"method": "pca"}}).method == "pca"
+    assert RunConfig.from_dict({"projection": {"method": "pca"}}).projection.method == "pca"
 
 
 def test_select_pairs_keeps_flagged_and_distilled():
@@ -117,7 +118,7 @@ def test_projection_writes_every_point_and_is_reused(planted):
 
 def test_umap_stage_planted_and_reused(planted):
     run_dir, cfg, ids = planted
-    cfg.projection = ProjectionConfig(method="umap", seed=3)   # what RunConfig.projection will hold
+    cfg.projection = ProjectionConfig(method="umap", seed=3)   # the run config's own section
     store = RunStore(os.path.dirname(run_dir))
     run_id = os.path.basename(run_dir)
     metas = []

@@ -17,13 +17,12 @@ import numpy as np
 
 from ..config import EVAL_METHODS, RunConfig, ScenesConfig
 from ..data.run_data import source_matches
-from ..distill.stage import experts_available
 from ..evaluate.methods import needs_plain
 from ..pipeline import run_pipeline
 from ..train.stage import ensure_experts
 from ..runs.context import run_in_context
-from ..runs.layout import RunLayout
 from ..runs.manager import pid_alive
+from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
 from .memory import peak_memory
 from .report import markdown_table, read_previous, write_results
@@ -118,9 +117,10 @@ def interrupted_run(store: RunStore, config: dict) -> str:
 def shares_experts(run_dir: str, rc: RunConfig, plain: bool) -> bool:
     """A finished run whose experts a case can use: the plain ones there if needed, and its data
     still the data the source gives now (the same files, at the same place)."""
-    if plain and not experts_available(run_dir, "plain"):
+    lay = open_run(run_dir)
+    if plain and not lay.experts("plain").exists():
         return False
-    return source_matches(RunLayout(run_dir), rc.data, rc.resolved_cache_dir())
+    return source_matches(lay, rc.data, rc.resolved_cache_dir())
 
 
 def child_config(rc: RunConfig, m: int) -> RunConfig:
@@ -131,15 +131,16 @@ def child_run(store: RunStore, parent: str, rc: RunConfig, m: int) -> str:
     """A run with distill.m = m that starts from the parent's data and experts."""
     rc = child_config(rc, m)
     run_id = store.create(rc.to_dict(), name=rc.name)
-    for part in ("data", "experts", "dtcl"):
-        _link_tree(os.path.join(store.run_dir(parent), part), os.path.join(store.run_dir(run_id), part))
+    src, dst = store.layout(parent), store.layout(run_id)
+    for part in ("data_dir", "experts_dir", "scores_dir"):     # what the experts stage and before wrote
+        _link_tree(os.fspath(getattr(src, part)), os.fspath(getattr(dst, part)))
     store.write_status(run_id, stages_done=["data", "experts", "heatmaps"])
     return run_id
 
 
 def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iterations: int) -> list:
-    run_dir = store.run_dir(run_id)
-    table = read_json(os.path.join(run_dir, "eval", "results.json"))
+    lay = open_run(store.run_dir(run_id))
+    table = read_json(lay.eval_results)
     from ..distill.synset import DistilledSet
     from ..evaluate.methods import SAME_AS, split_method
 
@@ -147,10 +148,10 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
     its = {"mdw": iterations}
     for r in table["rows"]:
         base = split_method(r["method"])[0]
-        p = os.path.join(run_dir, "eval", "sets", f"{SAME_AS.get(base, base)}.pt")
+        p = lay.eval_set(SAME_AS.get(base, base))
         if base == "mdw":
             sec[r["method"]], its[r["method"]] = sec["mdw"], iterations
-        elif os.path.isfile(p):
+        elif p.is_file():
             meta = DistilledSet.load(p).meta
             its[r["method"]] = int(meta.get("iterations", iterations))       # mdw-init: 0
             sec[r["method"]] = meta.get("seconds", np.nan) / its[r["method"]] if its[r["method"]] else None

@@ -204,6 +204,7 @@ def du(path: str) -> int:
 # ----- the bench ----------------------------------------------------------------------------------
 
 def run(cfg: ScaleBenchConfig, log=print) -> tuple:
+    from ..runs.layout import RunLayout
     from ..runs.store import RunStore, read_json
     work = cfg.work_dir or tempfile.mkdtemp(prefix="mdw-bench-scale-")
     text = tiny_text_encoder(os.path.join(work, "tiny-bert"))
@@ -228,7 +229,7 @@ def run(cfg: ScaleBenchConfig, log=print) -> tuple:
             done["app"] = in_fresh_process("app", runs, run_id, str(cfg.app_pages))
             _save(results_path, done)
         log(f"N={n}: app: {done['app']}")
-        rec = read_json(os.path.join(runs, run_id, "data", "pairs.json"))
+        rec = read_json(RunLayout(os.path.join(runs, run_id)).data_record)
         n_images = rec["n_images"]
         d, e, a = done["data"], done["experts"], done["app"]
         rows.append({"pairs": rec["n_pairs"], "images": n_images,

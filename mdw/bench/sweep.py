@@ -120,12 +120,12 @@ def _coreset(run_dir: str, cfg: RunConfig, pairs, m: int, kind):
     from (its experts' last consensus ≥ 0.5), both drawn with the run's seed (evaluate.methods'
     random / clean-coreset)."""
     from ..distill.distill import choose_init_pairs
-    from ..evaluate.methods import mdw_experts
+    from ..distill.stage import distill_experts
     from ..evaluate.students import from_coreset, random_coreset
     from ..train.experts_io import load_scores
 
     if kind == "clean":
-        pos = choose_init_pairs(load_scores(run_dir, mdw_experts(cfg))["consensus"][-1], len(pairs), m, "clean", cfg.seed)
+        pos = choose_init_pairs(load_scores(run_dir, distill_experts(cfg))["consensus"][-1], len(pairs), m, "clean", cfg.seed)
     elif kind in (True, "random"):
         pos = random_coreset(len(pairs), m, cfg.seed)
     else:
@@ -134,13 +134,13 @@ def _coreset(run_dir: str, cfg: RunConfig, pairs, m: int, kind):
 
 
 def run(cfg: SweepConfig, log=print) -> tuple:
-    from ..distill.stage import experts_available
     from ..inputs import run_inputs
     from ..runs.context import RunContext
+    from ..runs.migrate import open_run
     from ..runs.store import RunStore
 
     run_dir = os.path.normpath(os.path.abspath(cfg.run_dir))
-    if not any(experts_available(run_dir, kind) for kind in ("dtcl", "plain")):
+    if open_run(run_dir).main_expert_kind() is None:
         raise ConfigError(f"bench sweep --run {cfg.run_dir}: no trained experts there (experts/<kind>/meta.json)")
     ctx = RunContext(RunStore(os.path.dirname(run_dir)), os.path.basename(run_dir))
     rc = RunConfig.from_dict(ctx.config)

@@ -7,15 +7,14 @@ are encoded"); --word naming a word after those says so.
 """
 from __future__ import annotations
 
-import os
 
 from ..data.decode import read_square
 from ..errors import DataError, MDWError
 from ..heatmaps.compute import CamOptions, word_maps
 from ..heatmaps.render import CMAPS, label_tiles, overlay, save_png, word_grid
-from ..heatmaps.stage import expert_kind
 from ..runs.store import read_json
 from ..train.experts_io import load_expert
+from ..runs.migrate import open_run
 from .score_cmd import resolve_run_dir
 
 
@@ -45,8 +44,8 @@ def heatmap(args) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise MDWError(f"--alpha: must be in [0, 1], got {args.alpha}")
     run_dir = resolve_run_dir(args.run, args.runs)
-    cfg = read_json(os.path.join(run_dir, "config.json"))
-    kind = args.experts or expert_kind(run_dir, bool(cfg.get("experts", {}).get("dtcl", True)))
+    lay = open_run(run_dir)
+    kind = args.experts or lay.main_expert_kind(bool(read_json(lay.config)["experts"]["dtcl"])) or "dtcl"
     try:
         model = load_expert(run_dir, kind, args.track)
     except FileNotFoundError:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 from ..errors import MDWError
 
@@ -31,12 +30,12 @@ def add_parser(sub, runs_dir: str) -> None:
 def build(run_dir: str, model: str) -> dict:
     from ..config import RunConfig
     from ..evaluate.index import build_run_index
-    from ..evaluate.view_config import index_config
     from ..progress import progress_bar
+    from ..runs.migrate import open_run
     from ..runs.store import read_json
 
-    cfg = RunConfig.from_dict(read_json(os.path.join(run_dir, "config.json")))
-    icfg = index_config(cfg)
+    cfg = RunConfig.from_dict(read_json(open_run(run_dir).config))
+    icfg = cfg.index
     if model:
         icfg = dataclasses.replace(icfg, model=model)
     with progress_bar("index", None, None) as report:

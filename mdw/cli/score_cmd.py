@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from ..runs.layout import RunLayout
+from ..runs.migrate import open_run
 from ..runs.store import RunStore
 from ..train.score import score_file
 
@@ -19,10 +21,11 @@ def add_parser(sub, runs_dir: str) -> None:
 
 
 def resolve_run_dir(run: str, runs_root: str) -> str:
-    """A run folder given as a path, or a run id inside the runs folder (validated)."""
-    if os.path.isfile(os.path.join(run, "config.json")):
-        return run
-    return RunStore(runs_root).run_dir(run)
+    """A run folder given as a path, or a run id inside the runs folder (validated); the run is
+    upgraded to the current format first (migrate.open_run)."""
+    run_dir = run if RunLayout(run).config.is_file() else RunStore(runs_root).run_dir(run)
+    open_run(run_dir)
+    return run_dir
 
 
 def score(args) -> int:

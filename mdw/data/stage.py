@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..config import RunConfig
 from ..models.text_context import context_summary, describe_cut
-from ..runs.layout import RunLayout
 from ..runs.store import atomic_write_json
 from .prepare import prepare
 from .run_data import write_run_data
@@ -21,7 +20,7 @@ def stage_data(ctx, cfg: RunConfig, report) -> None:
     if text.get("truncated_captions"):
         ctx.log("warning: " + describe_cut(text["truncated_captions"], text["captions"], text["context_tokens"]))
     report(0.9, "writing the run's data")
-    lay = RunLayout(ctx.run_dir)
+    lay = ctx.layout
     write_run_data(lay, p, cfg.data)
     atomic_write_json(lay.data_summary, summary)
     ctx.event(0, pairs=p.pairs.n_pairs, images=p.pairs.n_images,

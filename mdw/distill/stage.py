@@ -9,11 +9,11 @@ distill/decoded.json             {"k", "rows": [{"index", "init_pair", "nearest"
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Callable, Optional
 
 from ..config import DistillConfig, RunConfig
 from ..inputs import run_inputs
+from ..runs.layout import RunLayout
 from ..runs.store import atomic_write_json
 from ..train.data import PairTensors
 from ..train.experts_io import experts_meta, load_buffer, load_preconditioner, load_scores
@@ -22,8 +22,9 @@ from .distill import Trajectory, distill, init_distilled
 from .synset import DistilledSet, decode_text
 
 
-def experts_available(run_dir: str, kind: str) -> bool:
-    return os.path.isfile(os.path.join(run_dir, "experts", kind, "meta.json"))
+def distill_experts(cfg: RunConfig) -> str:
+    """The experts MDW distills from (by the config): distill.experts, "plain" when the run trains no DTCL."""
+    return cfg.distill.experts if cfg.experts.dtcl else "plain"
 
 
 def trajectories(run_dir: str, kind: str) -> list:
@@ -37,8 +38,9 @@ def distill_from_run(run_dir: str, pairs: PairTensors, cfg: RunConfig, dcfg: Dis
     """One distillation with the run's `dcfg.experts` trajectories (MDW, its ablations and the
     MTT-VL-/LoRS-style baselines all come through here, differing only in `dcfg`)."""
     kind = dcfg.experts
-    if not experts_available(run_dir, kind):
-        raise FileNotFoundError(f"{run_dir}: no {kind} experts (experts/{kind}/meta.json)")
+    ex = RunLayout(run_dir).experts(kind)
+    if not ex.exists():
+        raise FileNotFoundError(f"{run_dir}: no {kind} experts ({ex.meta} missing)")
     consensus = None
     if dcfg.init == "clean":
         consensus = load_scores(run_dir, kind)["consensus"][-1]
@@ -59,28 +61,29 @@ def decoded_rows(syn: DistilledSet, pairs: PairTensors, captions: list, k: int =
 
 
 def stage_distill(ctx, cfg: RunConfig, report: Callable) -> None:
-    from ..heatmaps.stage import compute_and_append, heatmap_config
+    from ..heatmaps.stage import compute_and_append
 
-    d = cfg.distill if cfg.experts.dtcl else dataclasses.replace(cfg.distill, experts="plain")
+    d = dataclasses.replace(cfg.distill, experts=distill_experts(cfg))
+    lay = ctx.layout
     ensure_experts(ctx, cfg, d.experts, lambda f, m="": report(0.05 * f, m))
     inp = run_inputs(ctx.run_dir, cfg, lambda f, m="": report(0.05 + 0.05 * f, m))
     p, pairs = inp.data, inp.pairs
     snaps = []
 
     def snapshot(it: int, syn: DistilledSet) -> None:
-        syn.save(ctx.path("distill", "snapshots", f"it_{it:05d}.pt"))
+        syn.save(lay.snapshot(it))
         snaps.append(it)
-        atomic_write_json(ctx.path("distill", "snapshots", "index.json"), {"iterations": sorted(snaps)})
+        atomic_write_json(lay.snapshot_index, {"iterations": sorted(snaps)})
 
     syn = distill_from_run(ctx.run_dir, pairs, cfg, d, cfg.seed,
                            progress=lambda f, m="": report(0.1 + 0.85 * f, m),
                            on_iteration=lambda it, m: ctx.event(it, **m), on_snapshot=snapshot)
     syn.meta.update({"experts": d.experts, "labels": d.labels, "ceo": d.ceo, "iterations": d.iterations,
                      "preset": cfg.model.preset, "image_size": cfg.data.image_size})
-    syn.save(ctx.path("distill", "distilled.pt"))
+    syn.save(lay.distilled)
     decoded = decoded_rows(syn, pairs, p.pairs.captions)
-    atomic_write_json(ctx.path("distill", "decoded.json"), decoded)
-    hc = heatmap_config(cfg)
+    atomic_write_json(lay.decoded, decoded)
+    hc = cfg.heatmaps
     if hc.enabled:
         report(0.96, "heatmaps of the distilled pairs")
         from ..train.experts_io import load_expert

@@ -36,16 +36,15 @@ import torch
 
 from ..data.decode import read_square
 from ..errors import ConfigError, DataError, RunError
+from ..runs.layout import RunLayout
 from ..runs.store import atomic_save, atomic_write_json, read_json
 from . import ann
 from .view_config import IndexConfig
 
-INDEX_DIR = "index"
 
-
-def index_meta_path(run_dir: str) -> str:
+def index_meta_path(run_dir) -> str:
     """index/meta.json of a run: written last, so its presence means a complete index."""
-    return os.path.join(run_dir, INDEX_DIR, "meta.json")
+    return os.fspath(RunLayout(run_dir).index_meta)
 
 
 # ----- models -------------------------------------------------------------------------------
@@ -68,16 +67,14 @@ def parse_spec(spec: str) -> tuple:
 
 
 def resolve_spec(run_dir: str, spec: str) -> str:
-    """The spec with defaults filled in (`expert` → `expert:dtcl:A` or `expert:plain:A`)."""
+    """The spec with defaults filled in (`expert` → `expert:<RunLayout.main_expert_kind()>:A`).
+    RunError when the spec leaves the kind open and the run has no experts yet."""
     what, a, b = parse_spec(spec)
     if what == "student":
         return f"student:{a}:{b}"
     if a is None:
-        for kind in ("dtcl", "plain"):
-            if os.path.isfile(os.path.join(run_dir, "experts", kind, "meta.json")):
-                a = kind
-                break
-        else:
+        a = RunLayout(run_dir).main_expert_kind()
+        if a is None:
             raise RunError(f"{run_dir}: the run has no experts yet (no experts/dtcl or experts/plain)")
     return f"expert:{a}:{b}"
 
@@ -87,16 +84,17 @@ def load_model(run_dir: str, spec: str = "expert", device: Optional[str] = None)
     from ..models.presets import build_model, model_config_from
     from ..train.experts_io import load_expert
 
+    lay = RunLayout(run_dir)
     what, a, b = parse_spec(resolve_spec(run_dir, spec))
     if what == "expert":
-        folder = os.path.join(run_dir, "experts", a)
-        if not os.path.isfile(os.path.join(folder, "meta.json")):
-            raise RunError(f"{run_dir}: no {a} experts (missing {folder}/meta.json)")
-        if not os.path.isfile(os.path.join(folder, f"final_{b}.pt")):
-            raise RunError(f"{run_dir}: no track {b!r} among the {a} experts (missing {folder}/final_{b}.pt)")
+        ex = lay.experts(a)
+        if not ex.exists():
+            raise RunError(f"{run_dir}: no {a} experts (missing {ex.meta})")
+        if not ex.final(b).is_file():
+            raise RunError(f"{run_dir}: no track {b!r} among the {a} experts (missing {ex.final(b)})")
         return load_expert(run_dir, a, b, device=device)
-    path = os.path.join(run_dir, "eval", "students", a, f"seed{b}.pt")
-    if not os.path.isfile(path):
+    path = lay.eval_student(a, b)
+    if not path.is_file():
         raise RunError(f"{run_dir}: no student {a!r} seed {b} (missing {path}; the evaluate stage writes it)")
     s = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(model_config_from(s, device), int(s["image_size"]))
@@ -166,17 +164,17 @@ def build_run_index(run_dir: str, cfg, icfg: Optional[IndexConfig] = None,
     items = {"image_keys": [ps.images.key(int(i)) for i in img_ids], "image_ids": img_ids.tolist(),
              "captions": [ps.captions[int(j)] for j in ev], "caption_pair_ids": ev.tolist(),
              "caption_image": np.asarray(split.caption_image).tolist()}
-    folder = os.path.join(run_dir, INDEX_DIR)
-    meta_path = index_meta_path(run_dir)
-    if os.path.exists(meta_path):
+    lay = RunLayout(run_dir)
+    meta_path = lay.index_meta
+    if meta_path.exists():
         os.remove(meta_path)  # the old index is incomplete from here until the new meta.json lands
-    ann.write_index(os.path.join(folder, "images.faiss"), image_index)
-    ann.write_index(os.path.join(folder, "captions.faiss"), caption_index)
+    ann.write_index(os.fspath(lay.index_file("images.faiss")), image_index)
+    ann.write_index(os.fspath(lay.index_file("captions.faiss")), caption_index)
     for name, arr in (("image_emb.npy", img), ("caption_emb.npy", txt)):
-        atomic_save(os.path.join(folder, name), lambda tmp, a=arr: np.save(tmp, a))
+        atomic_save(lay.index_file(name), lambda tmp, a=arr: np.save(tmp, a))
     if icfg.store_images:
-        atomic_save(os.path.join(folder, "images_u8.npy"), lambda tmp: np.save(tmp, split.images.numpy()))
-    atomic_write_json(os.path.join(folder, "items.json"), items)
+        atomic_save(lay.index_file("images_u8.npy"), lambda tmp: np.save(tmp, split.images.numpy()))
+    atomic_write_json(lay.index_file("items.json"), items)
     meta = {"model": icfg.model, "model_resolved": spec, "preset": model.preset, "image_size": model.image_size,
             "split": icfg.split, **info, "n_images": int(len(img)), "n_captions": int(len(txt)),
             "dim": int(img.shape[1]), "recall": recall_at_k(img, txt, split.caption_image),
@@ -208,19 +206,19 @@ class RunIndex:
 
     @classmethod
     def load(cls, run_dir: str, device: str = "cpu") -> "RunIndex":
-        folder = os.path.join(run_dir, INDEX_DIR)
+        lay = RunLayout(run_dir)
         if not cls.exists(run_dir):
-            raise RunError(f"{run_dir}: no retrieval index (missing {folder}/meta.json; the index stage "
+            raise RunError(f"{run_dir}: no retrieval index (missing {lay.index_meta}; the index stage "
                            "or `python -m mdw query --build` writes it)")
-        meta = read_json(index_meta_path(run_dir))
-        indexes = [ann.read_index(os.path.join(folder, n)) for n in ("images.faiss", "captions.faiss")]
+        meta = read_json(lay.index_meta)
+        indexes = [ann.read_index(os.fspath(lay.index_file(n))) for n in ("images.faiss", "captions.faiss")]
         for name, index in zip(("images", "captions"), indexes):
             if isinstance(meta.get(name), dict) and meta[name].get("value"):
                 ann.set_depth(index, meta[name]["value"])
-        imgs_path = os.path.join(folder, "images_u8.npy")
-        return cls(run_dir, meta, indexes[0], indexes[1], np.load(os.path.join(folder, "image_emb.npy")),
-                   np.load(os.path.join(folder, "caption_emb.npy")), read_json(os.path.join(folder, "items.json")),
-                   np.load(imgs_path, mmap_mode="r") if os.path.isfile(imgs_path) else None, device)
+        imgs_path = lay.index_file("images_u8.npy")
+        return cls(run_dir, meta, indexes[0], indexes[1], np.load(lay.index_file("image_emb.npy")),
+                   np.load(lay.index_file("caption_emb.npy")), read_json(lay.index_file("items.json")),
+                   np.load(imgs_path, mmap_mode="r") if imgs_path.is_file() else None, device)
 
     @property
     def model(self):

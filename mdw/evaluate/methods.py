@@ -25,7 +25,6 @@ for every method.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Callable, Optional
 
@@ -34,7 +33,7 @@ import torch
 
 from ..config import EvalConfig, RunConfig
 from ..distill.distill import choose_init_pairs
-from ..distill.stage import distill_from_run, experts_available
+from ..distill.stage import distill_experts, distill_from_run
 from ..distill.synset import GROUPS, DistilledSet
 from ..runs.store import atomic_write_json, read_json
 from ..train.data import PairTensors
@@ -60,7 +59,6 @@ DISTILLED = {
 SAME_AS = {"ladder-images": "mdw-no-ceo"}       # one configuration, one set on disk
 CORESETS = ("random", "clean-coreset")
 LADDER = ("mdw-init", "ladder-alpha", "ladder-text", "ladder-p", "ladder-images", "mdw")
-FILTERED = os.path.join("experts", "filtered")
 
 
 def split_method(name: str) -> tuple:
@@ -79,10 +77,6 @@ def expand_methods(methods) -> list:
             if name not in out:
                 out.append(name)
     return out
-
-
-def mdw_experts(cfg: RunConfig) -> str:
-    return cfg.distill.experts if cfg.experts.dtcl else "plain"
 
 
 def needs_plain(methods) -> bool:
@@ -124,10 +118,10 @@ def method_set(ctx, cfg: RunConfig, method: str, pairs: PairTensors, report: Cal
         pos = choose_init_pairs(consensus, len(pairs), cfg.distill.m, "clean", cfg.seed)
         return from_coreset(pairs, pos, coreset_alpha(cfg))
     if base == "mdw":
-        return from_distilled(DistilledSet.load(ctx.path("distill", "distilled.pt")), cfg.distill.loss)
+        return from_distilled(DistilledSet.load(ctx.layout.distilled), cfg.distill.loss)
     base = SAME_AS.get(base, base)
-    path = ctx.path("eval", "sets", f"{base}.pt")
-    if not os.path.isfile(path):
+    path = ctx.layout.eval_set(base)
+    if not path.is_file():
         over = dict(DISTILLED[base])
         if cfg.evaluate.baseline_iterations and base != "mdw-init":
             over["iterations"] = cfg.evaluate.baseline_iterations
@@ -147,7 +141,7 @@ def method_set(ctx, cfg: RunConfig, method: str, pairs: PairTensors, report: Cal
 def _mdw_consensus(ctx, cfg: RunConfig) -> Optional[np.ndarray]:
     if cfg.distill.init != "clean":
         return None
-    return load_scores(ctx.run_dir, mdw_experts(cfg))["consensus"][-1]
+    return load_scores(ctx.run_dir, distill_experts(cfg))["consensus"][-1]
 
 
 # ----- filter-*: the practitioner's recipe --------------------------------------------------------
@@ -180,8 +174,9 @@ def ensure_filtered_experts(ctx, cfg: RunConfig, pairs: PairTensors, report: Cal
     from ..train.dtcl import train_experts
     from ..train.experts_io import save_experts
 
-    record = ctx.path(FILTERED, "filter.json")
-    if experts_available(ctx.run_dir, "filtered") and os.path.isfile(record):
+    filtered = ctx.layout.experts("filtered")
+    record = filtered.filter
+    if filtered.exists() and record.is_file():
         return np.asarray(read_json(record)["kept_positions"], dtype=np.int64)
     fraction = filter_fraction(cfg)
     keep = filter_keep(load_scores(ctx.run_dir, "plain")["lossA"][-1], fraction)

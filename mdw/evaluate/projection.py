@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from ..errors import RunError
+from ..runs.layout import RunLayout
 from ..runs.store import atomic_save, atomic_write_json, read_json
 from .view_config import ProjectionConfig
 
-PROJECTION_DIR = "projection"
 STATUS = {"clean": 0, "flagged": 1, "noisy": 2, "flagged_noisy": 3, "distilled": -1}
 KIND = {"image": 0, "text": 1}
 SOURCE = {"real": 0, "distilled": 1}
@@ -108,7 +108,7 @@ def _twice(a) -> np.ndarray:
     return np.concatenate([a, a])
 
 
-def _file_sig(path: str):
+def _file_sig(path):
     if not os.path.isfile(path):
         return None
     st = os.stat(path)
@@ -117,32 +117,33 @@ def _file_sig(path: str):
 
 def signature(run_dir: str, spec: str, pcfg: ProjectionConfig) -> dict:
     """What the projection depends on; an unchanged signature means the stored one is reused."""
+    lay = RunLayout(run_dir)
+    kind = lay.main_expert_kind()
     return {"model": spec, "config": dict(vars(pcfg)),
-            "distilled": _file_sig(os.path.join(run_dir, "distill", "distilled.pt")),
-            "scores": _file_sig(os.path.join(run_dir, "dtcl", "scores.npz")) or
-            _file_sig(os.path.join(run_dir, "dtcl", "scores_plain.npz")),
-            "model_file": _model_file_sig(run_dir, spec)}
+            "distilled": _file_sig(lay.distilled),
+            "scores": _file_sig(lay.scores(kind)) if kind else None,
+            "model_file": _model_file_sig(lay, spec)}
 
 
-def _model_file_sig(run_dir: str, spec: str):
+def _model_file_sig(lay: RunLayout, spec: str):
     parts = spec.split(":")
     if parts[0] == "expert":
-        return _file_sig(os.path.join(run_dir, "experts", parts[1], f"final_{parts[2]}.pt"))
-    return _file_sig(os.path.join(run_dir, "eval", "students", parts[1], f"seed{parts[2]}.pt"))
+        return _file_sig(lay.experts(parts[1]).final(parts[2]))
+    return _file_sig(lay.eval_student(parts[1], parts[2]))
 
 
-def points_path(run_dir: str) -> str:
+def points_path(run_dir) -> str:
     """projection/points.npz of a run (written after meta.json is removed, so it may exist alone)."""
-    return os.path.join(run_dir, PROJECTION_DIR, "points.npz")
+    return os.fspath(RunLayout(run_dir).projection_points)
 
 
-def load_projection(run_dir: str) -> dict:
+def load_projection(run_dir) -> dict:
     """The stored map: every array of points.npz (see the module docstring) and "meta".
     RunError when points.npz or meta.json is missing."""
-    folder = os.path.join(run_dir, PROJECTION_DIR)
-    meta_path, pts = os.path.join(folder, "meta.json"), points_path(run_dir)
-    if not (os.path.isfile(meta_path) and os.path.isfile(pts)):
-        raise RunError(f"{run_dir}: no embedding map (missing {folder}/points.npz or meta.json; "
+    lay = RunLayout(run_dir)
+    meta_path, pts = lay.projection_meta, lay.projection_points
+    if not (meta_path.is_file() and pts.is_file()):
+        raise RunError(f"{run_dir}: no embedding map (missing {lay.projection_dir}/points.npz or meta.json; "
                        "the projection stage writes them)")
     with np.load(pts) as z:
         out = {k: z[k] for k in z.files}
@@ -151,27 +152,26 @@ def load_projection(run_dir: str) -> dict:
 
 
 def _pair_scores(run_dir: str, pair_ids: np.ndarray, is_noisy_data) -> tuple:
-    """(flagged, is_noisy or None, consensus) aligned with pair_ids, from the last epoch's scores."""
+    """(flagged (n,) bool, is_noisy (n,) int8 or None, consensus (n,) float32; NaN / unflagged for
+    pairs without a score) aligned with pair_ids, from the last epoch's scores of the run's experts
+    (RunLayout.main_expert_kind; none yet: nothing flagged)."""
     from ..train.experts_io import load_scores
     n = len(pair_ids)
     flagged, consensus = np.zeros(n, dtype=bool), np.full(n, np.nan, dtype=np.float32)
     is_noisy = None if is_noisy_data is None else np.asarray(is_noisy_data, dtype=np.int8)
-    for kind in ("dtcl", "plain"):
-        try:
-            s = load_scores(run_dir, kind)
-        except FileNotFoundError:
-            continue
-        pos = {int(p): i for i, p in enumerate(s["pair_ids"])}
-        at = np.array([pos.get(int(p), -1) for p in pair_ids])
-        ok = at >= 0
-        if "flag" in s:
-            flagged[ok] = np.asarray(s["flag"][-1])[at[ok]].astype(bool)
-        if "consensus" in s:
-            consensus[ok] = np.asarray(s["consensus"][-1], dtype=np.float32)[at[ok]]
-        if is_noisy is None and "is_noisy" in s:
-            is_noisy = np.full(n, -1, dtype=np.int8)
-            is_noisy[ok] = np.asarray(s["is_noisy"])[at[ok]].astype(np.int8)
-        break
+    lay = RunLayout(run_dir)
+    kind = lay.main_expert_kind()
+    if kind is None or not lay.scores(kind).is_file():
+        return flagged, is_noisy, consensus
+    s = load_scores(run_dir, kind)
+    pos = {int(p): i for i, p in enumerate(s["pair_ids"])}
+    at = np.array([pos.get(int(p), -1) for p in pair_ids])
+    ok = at >= 0
+    flagged[ok] = np.asarray(s["flag"][-1])[at[ok]].astype(bool)
+    consensus[ok] = np.asarray(s["consensus"][-1], dtype=np.float32)[at[ok]]
+    if is_noisy is None and "is_noisy" in s:      # is_noisy: only runs with ground truth have it
+        is_noisy = np.full(n, -1, dtype=np.int8)
+        is_noisy[ok] = np.asarray(s["is_noisy"])[at[ok]].astype(np.int8)
     return flagged, is_noisy, consensus
 
 
@@ -202,9 +202,9 @@ def project_run(run_dir: str, cfg, pcfg: Optional[ProjectionConfig] = None, repo
     say = report or (lambda f, m="": None)
     spec = resolve_spec(run_dir, pcfg.model)
     sig = signature(run_dir, spec, pcfg)
-    folder = os.path.join(run_dir, PROJECTION_DIR)
-    meta_path = os.path.join(folder, "meta.json")
-    if not force and os.path.isfile(meta_path) and os.path.isfile(points_path(run_dir)):
+    lay = RunLayout(run_dir)
+    meta_path = lay.projection_meta
+    if not force and meta_path.is_file() and lay.projection_points.is_file():
         old = read_json(meta_path)
         if old.get("signature") == sig:
             return {**old, "reused": True}
@@ -215,8 +215,7 @@ def project_run(run_dir: str, cfg, pcfg: Optional[ProjectionConfig] = None, repo
     pairs, _ = build_tensors(p, model.text, cfg.resolved_cache_dir(), progress=lambda f: say(0.2 + 0.1 * f, "text"))
     pair_ids = np.asarray(pairs.pair_ids, dtype=np.int64)
     flagged, is_noisy, consensus = _pair_scores(run_dir, pair_ids, pairs.is_noisy)
-    syn_path = os.path.join(run_dir, "distill", "distilled.pt")
-    syn = DistilledSet.load(syn_path) if os.path.isfile(syn_path) else None
+    syn = DistilledSet.load(lay.distilled) if lay.distilled.is_file() else None
     m = syn.m if syn is not None else 0
     pos_of = {int(q): i for i, q in enumerate(pair_ids)}
     init_pos = [pos_of[int(q)] for q in (syn.init_pairs if syn is not None else []) if int(q) in pos_of]
@@ -250,7 +249,7 @@ def project_run(run_dir: str, cfg, pcfg: Optional[ProjectionConfig] = None, repo
     }
     if os.path.exists(meta_path):
         os.remove(meta_path)  # points.npz and meta.json are replaced together; meta.json last
-    atomic_save(points_path(run_dir), lambda tmp: np.savez_compressed(tmp, **arrays))
+    atomic_save(lay.projection_points, lambda tmp: np.savez_compressed(tmp, **arrays))
     meta = {"method": method, "model": pcfg.model, "model_resolved": spec, "dim": int(vecs[0].shape[1]),
             "n_points": int(len(xy)), "n_fitted": int(len(coords)), "n_pairs_total": int(len(pair_ids)),
             "n_pairs_kept": int(nk), "n_images_kept": int(nu), "n_distilled": int(m),

@@ -10,7 +10,6 @@ eval/students/<method>/seed0.pt; finished rows are not recomputed when a run res
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Callable
 
@@ -22,7 +21,6 @@ from ..train.stage import ensure_experts
 from .methods import expand_methods, method_set, needs_plain, protocol_text, student_config
 from .students import evaluate_model, mean_std, save_student, train_student
 
-RESULTS = os.path.join("eval", "results.json")
 
 def expert_row(ctx, cfg: RunConfig, kind: str, test) -> dict:
     """Upper bound: the experts themselves (DTCL: both tracks, as two seeds)."""
@@ -38,8 +36,8 @@ def stage_evaluate(ctx, cfg: RunConfig, report: Callable) -> None:
         ensure_experts(ctx, cfg, "plain", lambda f, m="": report(0.1 * f, "plain experts: " + m))
     inp = run_inputs(ctx.run_dir, cfg, lambda f, m="": report(0.1, m))
     pairs, test = inp.pairs, inp.eval
-    path = ctx.path(RESULTS)
-    table = read_json(path) if os.path.isfile(path) else {"rows": []}
+    path = ctx.layout.eval_results
+    table = read_json(path) if path.is_file() else {"rows": []}
     table["config"] = {"evaluate": dataclasses.asdict(ev), "M": cfg.distill.m, "eta": cfg.data.eta,
                        "preset": cfg.model.preset, "distill_iterations": cfg.distill.iterations}
     done = {(r["method"], r["arch"]) for r in table["rows"]}
@@ -62,7 +60,7 @@ def stage_evaluate(ctx, cfg: RunConfig, report: Callable) -> None:
                 model = train_student(data, mcfg, cfg.data.image_size, scfg, seed)
                 results.append(evaluate_model(model, test))
                 if seed == 0 and arch == archs[0]:
-                    save_student(ctx.path("eval", "students", method, "seed0.pt"), model, mcfg, cfg.data.image_size)
+                    save_student(ctx.layout.eval_student(method, 0), model, mcfg, cfg.data.image_size)
             row = {"method": method, "M": cfg.distill.m, "arch": arch, "seeds": ev.seeds,
                    "protocol": protocol_text(data, scfg), **mean_std(results)}
         row["seconds"] = time.time() - t0

@@ -2,7 +2,7 @@
 in index/ (mdw/evaluate/index.py) and the 2-D embedding map in projection/ (mdw/evaluate/projection.py).
 
 Settings: `cfg.index` (IndexConfig) and `cfg.projection` (ProjectionConfig) from
-mdw/evaluate/view_config.py; their defaults when the RunConfig has no such field.
+mdw/evaluate/view_config.py.
 """
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from typing import Callable
 
 from .index import build_run_index
 from .projection import project_run
-from .view_config import index_config, projection_config
 
 
 def stage_index(ctx, cfg, report: Callable) -> None:
     """Embed the clean test split with the chosen model; write the indexes, embeddings and meta.json."""
-    icfg = index_config(cfg)
+    icfg = cfg.index
     if not icfg.enabled:
         ctx.log("index: disabled")
         return
@@ -30,7 +29,7 @@ def stage_index(ctx, cfg, report: Callable) -> None:
 
 def stage_projection(ctx, cfg, report: Callable) -> None:
     """The 2-D map of real and distilled points (reused when its inputs did not change)."""
-    pcfg = projection_config(cfg)
+    pcfg = cfg.projection
     if not pcfg.enabled:
         ctx.log("projection: disabled")
         return

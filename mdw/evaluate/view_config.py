@@ -1,12 +1,11 @@
 """Settings of the retrieval index (`index` stage) and the embedding map (`projection` stage).
 
 Plain dataclasses with no heavy imports, so `mdw/config.py` can hold them as `RunConfig.index`
-and `RunConfig.projection`; `index_config(cfg)` / `projection_config(cfg)` read them from a
-RunConfig (a dataclass or a dict of the fields; the defaults when the RunConfig has no such field).
+and `RunConfig.projection` (validated with the RunConfig; a run written before they existed gets
+the defaults on open, mdw/runs/migrate.py).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -65,26 +64,3 @@ class ProjectionConfig:
             raise ConfigError("projection.model: empty model spec (e.g. expert, student:mdw)")
         return self
 
-
-def config_section(cfg, name: str, cls):
-    """cfg.<name> (a `cls`, another dataclass or a dict with its fields; cfg a RunConfig-like object or
-    a dict) as a validated `cls`; the defaults when cfg has no such section."""
-    sec = getattr(cfg, name, None) if not isinstance(cfg, dict) else cfg.get(name)
-    if dataclasses.is_dataclass(sec) and not isinstance(sec, cls):
-        sec = dataclasses.asdict(sec)
-    if isinstance(sec, dict):
-        try:
-            sec = cls(**sec)
-        except TypeError as e:
-            raise ConfigError(f"{name}: {e}") from None
-    return (sec if isinstance(sec, cls) else cls()).validate()
-
-
-def index_config(cfg) -> IndexConfig:
-    """cfg.index validated (the defaults when absent)."""
-    return config_section(cfg, "index", IndexConfig)
-
-
-def projection_config(cfg) -> ProjectionConfig:
-    """cfg.projection validated (the defaults when absent)."""
-    return config_section(cfg, "projection", ProjectionConfig)

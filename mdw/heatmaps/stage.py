@@ -7,22 +7,15 @@ expert), with one track's final expert (METHOD §7). Written to heatmaps/maps.np
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..evaluate.view_config import config_section
+from ..errors import RunError
 from ..inputs import run_data
-from ..train.experts_io import load_expert, load_scores, scores_name
+from ..train.experts_io import load_expert, load_scores
 from .compute import CamOptions, word_maps
-from .config import HeatmapConfig
 from .store import append_items, pack
-
-
-def heatmap_config(cfg) -> HeatmapConfig:
-    """cfg.heatmaps validated (the defaults when absent)."""
-    return config_section(cfg, "heatmaps", HeatmapConfig)
 
 
 def select_trusted(consensus: np.ndarray, n_most: int, n_least: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,16 +26,6 @@ def select_trusted(consensus: np.ndarray, n_most: int, n_least: int) -> tuple[np
     rest = order[len(most):]
     least = rest[::-1][:n_least] if n_least else rest[:0]
     return most, least
-
-
-def expert_kind(run_dir: str, prefer_dtcl: bool = True) -> str:
-    """dtcl when the run trained DTCL experts (and they are on disk), else plain."""
-    kind = "dtcl" if prefer_dtcl else "plain"
-    if not os.path.isfile(os.path.join(run_dir, "dtcl", scores_name(kind))):
-        other = "plain" if kind == "dtcl" else "dtcl"
-        if os.path.isfile(os.path.join(run_dir, "dtcl", scores_name(other))):
-            return other
-    return kind
 
 
 def compute_and_append(run_dir: str, model, group: str, item_ids: Sequence[int], images_u8: np.ndarray,
@@ -65,12 +48,14 @@ def compute_and_append(run_dir: str, model, group: str, item_ids: Sequence[int],
 
 def stage_heatmaps(ctx, cfg, report: Callable) -> None:
     """Maps of the most and least trusted training pairs by the final consensus score."""
-    hc = heatmap_config(cfg)
+    hc = cfg.heatmaps
     if not hc.enabled or hc.n_most + hc.n_least == 0:
         ctx.log("heatmaps: disabled")
         return
     run_dir = ctx.run_dir
-    kind = expert_kind(run_dir, cfg.experts.dtcl)
+    kind = ctx.layout.main_expert_kind(cfg.experts.dtcl)
+    if kind is None:
+        raise RunError(f"{run_dir}: heatmaps need the run's experts (no experts/dtcl or experts/plain yet)")
     scores = load_scores(run_dir, kind)
     consensus = np.asarray(scores["consensus"][-1], dtype=np.float32)
     pair_ids = np.asarray(scores["pair_ids"], dtype=np.int64)

@@ -37,26 +37,26 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..runs.layout import RunLayout
 from ..runs.store import atomic_save, atomic_write_json, file_lock, read_json
 from .compute import WordMaps
 
-FOLDER = "heatmaps"
 VERSION = 1
 ITEM_KEYS = ("group", "item_id", "caption", "images", "pair_score", "clean_score", "is_noisy", "sentence_maps",
              "words_encoded", "words_total")   # the last two: -1 when not known (stores written before them)
 WORD_KEYS = ("words", "word_pos", "word_score", "maps")
 
 
-def maps_path(run_dir: str) -> str:
-    return os.path.join(run_dir, FOLDER, "maps.npz")
+def maps_path(run_dir) -> str:
+    return os.fspath(RunLayout(run_dir).heatmap_maps)
 
 
-def index_path(run_dir: str) -> str:
-    return os.path.join(run_dir, FOLDER, "index.json")
+def index_path(run_dir) -> str:
+    return os.fspath(RunLayout(run_dir).heatmap_index)
 
 
-def lock_path(run_dir: str) -> str:
-    return os.path.join(run_dir, FOLDER, ".lock")
+def lock_path(run_dir) -> str:
+    return os.fspath(RunLayout(run_dir).heatmap_lock)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import time
 
 from ..csvio import csv_text
 from ..errors import RunError
+from .layout import RunLayout
 from .store import append_jsonl, read_jsonl
 
 TARGETS = ("pair", "distilled")
@@ -19,8 +20,8 @@ DECISIONS = {"pair": ("noisy", "clean", "unsure"), "distilled": ("accept", "reje
 MAX_COMMENT = 2000
 
 
-def decisions_path(run_dir: str) -> str:
-    return os.path.join(run_dir, "audit", "decisions.jsonl")
+def decisions_path(run_dir) -> str:
+    return os.fspath(RunLayout(run_dir).audit_decisions)
 
 
 def record_decision(run_dir: str, target: str, item: int, decision: str, comment: str = "") -> dict:

@@ -13,21 +13,25 @@ from typing import Callable, Optional
 
 from ..errors import Cancelled, RunError
 from .manager import pid_alive
+from .migrate import open_run
 from .store import RunStore, _now
 
 
 class RunContext:
-    """What stage code sees of its run: config, paths, stages, events, progress and the log."""
+    """What stage code sees of its run: config, its files (`layout`, a RunLayout), stages, events,
+    progress and the log. Opening the context upgrades an older run first (migrate.open_run)."""
 
     def __init__(self, store: RunStore, run_id: str):
         self.store, self.run_id = store, run_id
         self.run_dir = store.run_dir(run_id)
+        self.layout = open_run(self.run_dir)
         self.config = store.read_config(run_id)
         self.current_stage: Optional[str] = None
         self._last_progress = 0.0
 
     def path(self, *parts) -> str:
-        """A path inside the run folder (its parent folders made); never outside it."""
+        """A path inside the run folder (its parent folders made); never outside it. Stage code names
+        the run's files through `self.layout`; this checks a relative path from elsewhere."""
         p = self.store.path(self.run_id, *parts)
         os.makedirs(os.path.dirname(p), exist_ok=True)
         return p

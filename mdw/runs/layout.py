@@ -88,6 +88,11 @@ class RunLayout:
         return self.root / "log.txt"
 
     @property
+    def migrate_lock(self) -> Path:
+        """.migrate.lock: held while `open_run` upgrades the run (mdw/runs/migrate.py)."""
+        return self.root / ".migrate.lock"
+
+    @property
     def format(self) -> Path:
         """format.json: {"format": FORMAT_VERSION}; absent in runs of format 1."""
         return self.root / "format.json"
@@ -117,10 +122,15 @@ class RunLayout:
         return self.data_dir / "table"
 
     # ----- experts and scores ----------------------------------------------------------------
+    @property
+    def experts_dir(self) -> Path:
+        return self.root / "experts"
+
     def experts(self, kind: str) -> ExpertFiles:
+        """ValueError for a kind not in EXPERT_KINDS."""
         if kind not in EXPERT_KINDS:
             raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {kind!r}")
-        return ExpertFiles(self.root / "experts" / kind, kind)
+        return ExpertFiles(self.experts_dir / kind, kind)
 
     @property
     def scores_dir(self) -> Path:
@@ -151,6 +161,20 @@ class RunLayout:
     @property
     def heatmaps_dir(self) -> Path:
         return self.root / "heatmaps"
+
+    @property
+    def heatmap_maps(self) -> Path:
+        """heatmaps/maps.npz: the packed word maps (mdw/heatmaps/store.py)."""
+        return self.heatmaps_dir / "maps.npz"
+
+    @property
+    def heatmap_index(self) -> Path:
+        """heatmaps/index.json: one entry per stored item, and the write's generation."""
+        return self.heatmaps_dir / "index.json"
+
+    @property
+    def heatmap_lock(self) -> Path:
+        return self.heatmaps_dir / ".lock"
 
     # ----- distillation ------------------------------------------------------------------------
     @property
@@ -190,9 +214,11 @@ class RunLayout:
         return self.eval_dir / "results.json"
 
     def eval_set(self, name: str) -> Path:
+        """eval/sets/<method>.pt: the M pairs a method selected or distilled (a DistilledSet)."""
         return self.eval_dir / "sets" / f"{name}.pt"
 
-    def eval_student(self, method: str, seed: int) -> Path:
+    def eval_student(self, method: str, seed) -> Path:
+        """eval/students/<method>/seed<seed>.pt: a student model saved by the evaluate stage."""
         return self.eval_dir / "students" / method / f"seed{int(seed)}.pt"
 
     @property
@@ -200,8 +226,28 @@ class RunLayout:
         return self.root / "index"
 
     @property
+    def index_meta(self) -> Path:
+        """index/meta.json, written last: the index's model spec, sizes and search depth."""
+        return self.index_dir / "meta.json"
+
+    def index_file(self, name: str) -> Path:
+        """index/<name>: images.faiss, captions.faiss, image_emb.npy, caption_emb.npy,
+        images_u8.npy, items.json (mdw/evaluate/index.py)."""
+        return self.index_dir / name
+
+    @property
     def projection_dir(self) -> Path:
         return self.root / "projection"
+
+    @property
+    def projection_meta(self) -> Path:
+        """projection/meta.json, written last: the method, the model and the inputs' signatures."""
+        return self.projection_dir / "meta.json"
+
+    @property
+    def projection_points(self) -> Path:
+        """projection/points.npz: the 2-D coordinates of every real and distilled point."""
+        return self.projection_dir / "points.npz"
 
     @property
     def audit_dir(self) -> Path:

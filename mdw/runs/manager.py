@@ -116,7 +116,7 @@ class RunManager:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root(), env.get("PYTHONPATH")) if p)
         try:
-            with open(os.path.join(self.store.run_dir(run_id), "log.txt"), "ab") as log:
+            with open(self.store.layout(run_id).log, "ab") as log:
                 proc = subprocess.Popen(self.worker_argv(run_id), stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env, cwd=repo_root(),
                                         start_new_session=True)

@@ -1,11 +1,10 @@
 """The run folder store. Every write is atomic (a temp file beside the target, then a rename), so a
 reader never sees half a file and a killed writer leaves the last complete version.
 
-runs/<run_id>/config.json   the full RunConfig (as a dict)
-              status.json   state, stage, progress, message, pid, times, stages_done, error,
-                            stage_seconds (wall seconds of each finished stage)
-              events.jsonl  one JSON object a line: time, stage, step, metrics
-              log.txt       human-readable log (the worker's output goes here too)
+A run's files are named by `RunLayout` (layout.py): config.json (the full RunConfig as a dict),
+status.json (state, stage, progress, message, pid, times, stages_done, error, stage_seconds: wall
+seconds of each finished stage), events.jsonl (one JSON object a line: time, stage, step, metrics),
+log.txt (human-readable; the worker's output goes here too) and format.json (written at creation).
 """
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from typing import Callable, Optional
 from filelock import FileLock, Timeout
 
 from ..errors import RunError
+from .layout import FORMAT_VERSION, RunLayout
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -197,6 +197,10 @@ class RunStore:
             raise RunError(f"run {run_id!r}: its folder is a link out of {self.root}")
         return d
 
+    def layout(self, run_id) -> RunLayout:
+        """The run's RunLayout (its id validated; the run need not exist yet)."""
+        return RunLayout(self.run_dir(run_id))
+
     def path(self, run_id, *parts) -> str:
         base = self.run_dir(run_id)
         p = os.path.normpath(os.path.join(base, *parts))
@@ -206,19 +210,21 @@ class RunStore:
 
     def exists(self, run_id) -> bool:
         try:
-            return os.path.isfile(os.path.join(self.run_dir(run_id), "status.json"))
+            return self.layout(run_id).status.is_file()
         except RunError:
             return False
 
-    def _need(self, run_id) -> str:
-        d = self.run_dir(run_id)
-        if not os.path.isfile(os.path.join(d, "status.json")):
+    def _need(self, run_id) -> RunLayout:
+        lay = self.layout(run_id)
+        if not lay.status.is_file():
             raise RunError(f"no run {run_id!r} in {self.root}")
-        return d
+        return lay
 
     # creation
     def create(self, config: dict, name: Optional[str] = None) -> str:
-        """A new run folder with config.json and a queued status; returns its id."""
+        """A new run folder with config.json, format.json ({"format": FORMAT_VERSION}: a new run
+        needs no migration) and a queued status (written last: it is what makes a folder a run);
+        returns its id."""
         os.makedirs(self.root, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for _ in range(100):
@@ -230,9 +236,10 @@ class RunStore:
                 continue
         else:
             raise RunError(f"cannot create a run folder in {self.root}")
-        d = self.run_dir(run_id)
-        atomic_write_json(os.path.join(d, "config.json"), config, indent=2)
-        atomic_write_json(os.path.join(d, "status.json"), {
+        lay = self.layout(run_id)
+        atomic_write_json(lay.config, config, indent=2)
+        atomic_write_json(lay.format, {"format": FORMAT_VERSION})
+        atomic_write_json(lay.status, {
             "id": run_id, "name": name or config.get("name") or run_id, "state": "queued", "stage": None,
             "progress": 0.0, "message": "", "pid": None, "created": _now(), "created_ts": time.time(),
             "started": None, "ended": None, "stages_done": [], "error": None}, indent=2)
@@ -240,21 +247,21 @@ class RunStore:
 
     # config and status
     def read_config(self, run_id) -> dict:
-        return read_json(os.path.join(self._need(run_id), "config.json"))
+        return read_json(self._need(run_id).config)
 
     def read_status(self, run_id) -> dict:
-        return read_json(os.path.join(self._need(run_id), "status.json"))
+        return read_json(self._need(run_id).status)
 
     @contextmanager
     def _locked(self, run_id):
-        d = self._need(run_id)
-        with file_lock(os.path.join(d, ".status.lock")):
-            yield d
+        lay = self._need(run_id)
+        with file_lock(lay.status_lock):
+            yield lay
 
     def update_status(self, run_id, fn: Callable[[dict], Optional[dict]]) -> dict:
         """Read-modify-write status.json under a lock (worker and managers both write it)."""
-        with self._locked(run_id) as d:
-            p = os.path.join(d, "status.json")
+        with self._locked(run_id) as lay:
+            p = lay.status
             status = read_json(p)
             new = fn(dict(status))
             if new is not None and new != status:
@@ -271,19 +278,19 @@ class RunStore:
 
     # events and log
     def append_event(self, run_id, stage: str, step: int, **metrics) -> None:
-        append_jsonl(os.path.join(self._need(run_id), "events.jsonl"),
+        append_jsonl(self._need(run_id).events,
                      {"time": time.time(), "stage": stage, "step": step, **metrics})
 
     def read_events(self, run_id, stage: Optional[str] = None) -> list:
-        events = read_jsonl(os.path.join(self._need(run_id), "events.jsonl"))
+        events = read_jsonl(self._need(run_id).events)
         return [e for e in events if stage is None or e.get("stage") == stage]
 
     def log(self, run_id, text: str) -> None:
-        with open(os.path.join(self._need(run_id), "log.txt"), "a", encoding="utf-8") as f:
+        with open(self._need(run_id).log, "a", encoding="utf-8") as f:
             f.write(f"[{_now()}] {text}\n")
 
     def log_tail(self, run_id, lines: int = 15) -> str:
-        p = os.path.join(self._need(run_id), "log.txt")
+        p = self._need(run_id).log
         if not os.path.exists(p):
             return ""
         with open(p, "rb") as f:

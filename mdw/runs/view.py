@@ -2,7 +2,7 @@
 stored heatmaps, audit decisions and exports. Everything loads lazily and tolerates missing files
 (a run still in its first stages): methods return None / [] when the stage has not written them.
 
-    v = RunView(store.run_dir(run_id))
+    v = RunView(store.run_dir(run_id))                       # upgrades an older run first (open_run)
     rows = v.pair_rows(flag="flagged", lo=0.0, hi=0.5)      # sorted by the clean score, lowest first
     order = v.pair_order("flagged", sort="track_A", descending=True)   # int64 positions, cached per filter/sort
     img = v.pair_image(rows[0]["pair"])                      # uint8 (S, S, 3)
@@ -19,6 +19,7 @@ import numpy as np
 from ..csvio import write_csv
 from .audit import latest_decisions
 from .layout import RunLayout
+from .migrate import open_run
 from .store import atomic_write_text, read_json, read_jsonl
 
 FLAG_FILTERS = ("all", "flagged", "not flagged")
@@ -30,8 +31,9 @@ ORDER_CACHE = 8   # sorted filter/sort combinations a view keeps (8 B a pair eac
 
 
 class RunView:
-    def __init__(self, run_dir: str):
-        self.run_dir = os.path.abspath(run_dir)
+    def __init__(self, run_dir):
+        self.layout = open_run(run_dir)
+        self.run_dir = os.fspath(self.layout.root)
         self._table = None
         self._scores = None
         self._curves = None
@@ -41,20 +43,14 @@ class RunView:
         self._pair_order = None   # the app's handlers share a view across threads
 
     # ----- files ----------------------------------------------------------------------------
-    def path(self, *parts) -> str:
-        return os.path.join(self.run_dir, *parts)
-
-    def has(self, *parts) -> bool:
-        return os.path.exists(self.path(*parts))
-
     def config(self) -> dict:
-        return read_json(self.path("config.json"))
+        return read_json(self.layout.config)
 
     def status(self) -> dict:
-        return read_json(self.path("status.json"))
+        return read_json(self.layout.status)
 
     def events(self, stage: Optional[str] = None) -> list:
-        return [e for e in read_jsonl(self.path("events.jsonl")) if stage is None or e.get("stage") == stage]
+        return [e for e in read_jsonl(self.layout.events) if stage is None or e.get("stage") == stage]
 
     # ----- pairs and images -----------------------------------------------------------------
     def table(self):
@@ -105,21 +101,16 @@ class RunView:
 
     # ----- DTCL scores ----------------------------------------------------------------------
     def scores(self) -> Optional[dict]:
-        """The last epoch's per-pair scores: pair_ids, consensus, wA, wB, flag, is_noisy (or None)."""
+        """The last epoch's per-pair scores of the run's experts (RunLayout.main_expert_kind):
+        pair_ids (n,) int64, consensus / wA / wB (n,) float, flag (n,) bool, is_noisy (n,) bool or
+        None, kind; None before the experts stage."""
         if self._scores is None:
-            from ..heatmaps.stage import expert_kind
-            from ..train.experts_io import load_scores, scores_name
-            kind = expert_kind(self.run_dir)
-            if not self.has("dtcl", scores_name(kind)):
+            from ..train.experts_io import load_scores
+            kind = self.layout.main_expert_kind()
+            if kind is None or not self.layout.scores(kind).is_file():
                 return None
             z = load_scores(self.run_dir, kind, ("consensus", "wA", "wB", "flag", "pair_ids", "is_noisy"))
-            last = {k: np.asarray(z[k][-1]) for k in ("consensus", "wA", "wB", "flag") if k in z}
-            if "wA" not in last:
-                last["wA"] = last["consensus"]
-            if "wB" not in last:
-                last["wB"] = last["consensus"]
-            if "flag" not in last:
-                last["flag"] = last["consensus"] < 0.5
+            last = {k: np.asarray(z[k][-1]) for k in ("consensus", "wA", "wB", "flag")}
             last["flag"] = last["flag"].astype(bool)
             last["pair_ids"] = np.asarray(z["pair_ids"], dtype=np.int64)
             last["is_noisy"] = np.asarray(z["is_noisy"]).astype(bool) if "is_noisy" in z else None
@@ -205,7 +196,7 @@ class RunView:
         if s is None:
             return ""
         from ..train.experts_io import experts_meta
-        gmm = experts_meta(self.run_dir, s["kind"]).get("gmm", {})
+        gmm = experts_meta(self.run_dir, s["kind"])["gmm"]
         why = [f"track {t}: {g['reason']}" for t, g in gmm.items() if not g.get("split", True)]
         return ("no noise split this epoch: " + "; ".join(why) + " (every pair is trusted, none flagged)") if why else ""
 
@@ -260,7 +251,7 @@ class RunView:
 
     def compute_pair_heatmap(self, pair: int) -> int:
         """Compute and store the word maps of one real pair (group "app"); returns its row."""
-        from ..heatmaps.stage import compute_and_append, expert_kind
+        from ..heatmaps.stage import compute_and_append
         from ..train.experts_io import load_expert
         pair = self.check_pair(pair)
         row = self.find_heatmap("app", pair)
@@ -269,7 +260,7 @@ class RunView:
                 row = row if row is not None else self.find_heatmap(g, pair)
         if row is not None:
             return row
-        model = load_expert(self.run_dir, expert_kind(self.run_dir), "A", device="cpu")
+        model = load_expert(self.run_dir, self.layout.main_expert_kind(), "A", device="cpu")
         old = [it["item_id"] for it in self.heatmap_items() if it["group"] == "app"]
         ids = old + [pair]
         images = np.stack([self.pair_image(i) for i in ids])
@@ -305,9 +296,9 @@ class RunView:
         escaped against spreadsheet formulas, see mdw/csvio.py): (its path, rows written)."""
         rows = self.cleaned_pairs(threshold)
         name = f"cleaned_pairs_clean-ge-{float(threshold):.2f}.csv"
-        return write_csv(self.path("audit", name), CLEANED_COLUMNS, rows), len(rows)
+        return write_csv(self.layout.audit_file(name), CLEANED_COLUMNS, rows), len(rows)
 
     def decisions_csv(self) -> str:
         """Write audit/decisions.csv (atomically; escaped like the cleaned pair list) and return its path."""
         from .audit import decisions_csv
-        return atomic_write_text(self.path("audit", "decisions.csv"), decisions_csv(self.run_dir))
+        return atomic_write_text(self.layout.audit_file("decisions.csv"), decisions_csv(self.run_dir))

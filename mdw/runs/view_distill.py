@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from .migrate import open_run
 from .store import atomic_write_bytes, read_json
 
 
@@ -36,20 +37,18 @@ def image_grid(images: np.ndarray, cols: int = 8, tile: int = 96, pad: int = 2,
 
 
 class DistillView:
-    def __init__(self, run_dir: str):
-        self.run_dir = os.path.abspath(run_dir)
+    def __init__(self, run_dir):
+        self.layout = open_run(run_dir)      # an older run is upgraded first
+        self.run_dir = os.fspath(self.layout.root)
         self._final = None
         self._snaps: dict = {}
-
-    def path(self, *parts) -> str:
-        return os.path.join(self.run_dir, *parts)
 
     # ----- the distilled set ----------------------------------------------------------------
     def distilled(self):
         """The final DistilledSet (None before the distill stage)."""
         from ..distill.synset import DistilledSet
-        p = self.path("distill", "distilled.pt")
-        if self._final is None and os.path.isfile(p):
+        p = self.layout.distilled
+        if self._final is None and p.is_file():
             self._final = DistilledSet.load(p)
         return self._final
 
@@ -59,8 +58,8 @@ class DistillView:
 
     def decoded(self) -> list:
         """distill/decoded.json rows: index, init_pair, nearest [{pair, caption, sim}]."""
-        p = self.path("distill", "decoded.json")
-        return read_json(p).get("rows", []) if os.path.isfile(p) else []
+        p = self.layout.decoded
+        return read_json(p)["rows"] if p.is_file() else []
 
     def text_label(self, j: int) -> str:
         """The nearest real caption of distilled text j (or "text j")."""
@@ -91,12 +90,12 @@ class DistillView:
 
     # ----- snapshots ------------------------------------------------------------------------
     def snapshot_iterations(self) -> list:
-        p = self.path("distill", "snapshots", "index.json")
-        its = read_json(p).get("iterations", []) if os.path.isfile(p) else []
-        return [int(i) for i in its if os.path.isfile(self.snapshot_path(int(i)))]
+        p = self.layout.snapshot_index
+        its = read_json(p)["iterations"] if p.is_file() else []
+        return [int(i) for i in its if self.layout.snapshot(int(i)).is_file()]
 
     def snapshot_path(self, it: int) -> str:
-        return self.path("distill", "snapshots", f"it_{int(it):05d}.pt")
+        return os.fspath(self.layout.snapshot(it))
 
     def snapshot(self, it: int):
         """The DistilledSet saved at iteration `it` (cached); ValueError when there is none."""
@@ -120,10 +119,10 @@ class DistillView:
         frames = [Image.fromarray(image_grid(self.snapshot_images(it), cols, tile)) for it in its]
         buf = io.BytesIO()
         frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0)
-        return atomic_write_bytes(self.path("distill", "evolution.gif"), buf.getvalue())
+        return atomic_write_bytes(self.layout.evolution_gif, buf.getvalue())
 
     # ----- evaluation -----------------------------------------------------------------------
     def results(self) -> list:
         """eval/results.json rows ([] before the evaluate stage)."""
-        p = self.path("eval", "results.json")
-        return read_json(p).get("rows", []) if os.path.isfile(p) else []
+        p = self.layout.eval_results
+        return read_json(p)["rows"] if p.is_file() else []

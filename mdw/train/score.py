@@ -6,7 +6,6 @@ on at the last epoch; the stored GMM turns it into a clean probability per track
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +16,7 @@ from ..csvio import write_csv
 from ..data.decode import read_square
 from ..data.tables import read_table
 from ..models.text_context import describe_cut
+from ..runs.layout import RunLayout
 from ..runs.store import atomic_save
 from .data import PairTensors, to_float_images
 from .experts_io import experts_meta, load_expert
@@ -31,7 +31,7 @@ def save_reference(pairs: PairTensors, consensus: np.ndarray, run_dir: str, kind
     idx = torch.from_numpy(pick)
     ref = {"images": pairs.images[pairs.pair_image[idx]].clone(), "g0": pairs.g0[idx].clone(),
            "pair_ids": torch.from_numpy(pairs.pair_ids[pick])}
-    atomic_save(os.path.join(run_dir, "experts", kind, "reference.pt"), lambda tmp: torch.save(ref, tmp))
+    atomic_save(RunLayout(run_dir).experts(kind).reference, lambda tmp: torch.save(ref, tmp))
 
 
 @torch.no_grad()
@@ -62,7 +62,7 @@ def score_pairs(run_dir: str, image_paths: Sequence[str], captions: Sequence[str
     0/1), words_encoded, words_total (int: the first words_encoded of the caption's words_total
     whitespace words fit the text encoder's context; the rest were cut, mdw.models.text_context)."""
     meta = experts_meta(run_dir, kind)
-    ref = torch.load(os.path.join(run_dir, "experts", kind, "reference.pt"), map_location="cpu")
+    ref = torch.load(RunLayout(run_dir).experts(kind).reference, map_location="cpu")
     size = meta["image_size"]
     images = [read_square(p, size) for p in image_paths]
     images = torch.from_numpy(np.stack(images)) if images else torch.zeros((0, size, size, 3), dtype=torch.uint8)

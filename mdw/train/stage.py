@@ -7,7 +7,6 @@ import dataclasses
 
 from ..config import RunConfig
 from ..inputs import run_inputs
-from ..runs.layout import RunLayout
 from .dtcl import train_experts
 from .experts_io import save_experts
 from .score import save_reference
@@ -45,7 +44,7 @@ def _epoch_event(ctx, dtcl: bool, epoch: int, metrics: dict) -> None:
 
 def ensure_experts(ctx, cfg: RunConfig, kind: str, report) -> None:
     """Train the `kind` experts if the run does not have them yet (baselines need plain ones)."""
-    if not RunLayout(ctx.run_dir).experts(kind).exists():
+    if not ctx.layout.experts(kind).exists():
         ctx.log(f"training {kind} experts (needed here, not yet in the run)")
         train_and_save_experts(ctx, cfg, kind == "dtcl", report)
 
