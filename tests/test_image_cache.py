@@ -3,14 +3,13 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import numpy as np
+import pytest
 
 from mdw.data.image_array import HEADER_BYTES, ImageArrayWriter
 from mdw.data.image_cache import cached_images, decode_all
-from mdw.data.pairset import BytesImages
 from mdw.data.decode import read_square
+from mdw.data.pairset import BytesImages
 from tests.helpers import tiny_pairset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -29,8 +29,6 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-from webdataset.tariterators import tar_file_iterator
-
 from ..errors import DataError
 from .decode import open_image
 from .pairset import PairSet
@@ -102,6 +100,7 @@ def _check_tar(shard: str) -> None:
 
 def _shard_samples(shard: str, c: Collector, tell: list) -> Iterator[tuple]:
     """The samples of one shard as they stream past; `tell[0]()` gives the bytes read so far."""
+    from webdataset.tariterators import tar_file_iterator   # the package imports torch: ~3 s, only here
     _check_tar(shard)
     name = os.path.basename(shard)
     seen: dict = {}                   # key -> extensions met in this shard
