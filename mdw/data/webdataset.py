@@ -76,13 +76,15 @@ def iter_samples(shards: list, c: Collector,
     """(shard path, key, parts) of every sample, shard by shard; parts: {ext (lower case):
     (member name, bytes)}. Skips and damage are counted in `c`; progress(fraction of shard bytes)."""
     sizes = [os.path.getsize(s) for s in shards]
-    total, done = max(1, sum(sizes)), 0
+    total, done, shown = max(1, sum(sizes)), 0, 0.0
     for shard, size in zip(shards, sizes):
         tell = [lambda: 0]
         for sample in _shard_samples(shard, c, tell):
             yield sample
-            if progress:
-                progress((done + tell[0]()) / total)
+            frac = (done + tell[0]()) / total
+            if progress and frac - shown >= 0.002:      # at most ~500 reports
+                progress(frac)
+                shown = frac
         done += size
         if progress:
             progress(done / total)
