@@ -115,3 +115,21 @@ def test_prepare_drops_corrupt_images_and_keeps_the_array_aligned(tmp_path):
         assert np.array_equal(arr[i], read_square(kept.images.blobs[i], 16))
     again, bad2 = cached_images(ps, 16, str(tmp_path))                        # a hit: the same file
     assert again.filename == arr.filename and bad2 == [tuple(b) for b in bad]
+
+
+def test_training_images_gather_batches_from_the_memmap_without_copying_it(tmp_path):
+    import torch
+
+    from mdw.train.data import ImageRows, to_float_images
+    ps = tiny_pairset(n_images=10)
+    arr, _ = cached_images(ps, 8, str(tmp_path))
+    rows = ImageRows(arr)
+    assert rows.numpy() is arr and rows.shape == (10, 8, 8, 3) and len(rows) == 10
+    idx = torch.tensor([7, 2, 7, 0])                                          # any order, repeats
+    got = rows[idx]
+    assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), np.asarray(arr)[[7, 2, 7, 0]])
+    assert np.array_equal(rows[np.array([3])].numpy(), np.asarray(arr)[[3]])
+    part = rows[2:5]
+    assert part.numpy().flags.writeable and np.array_equal(part.numpy(), np.asarray(arr)[2:5])   # copied out
+    assert rows[4].shape == (8, 8, 3)
+    assert to_float_images(got, torch.device("cpu")).shape == (4, 3, 8, 8)
