@@ -83,14 +83,15 @@ def write_run_data_for(run_dir, captions, pair_image=None, is_noisy=None, size: 
     from mdw.config import DataConfig
     from mdw.data.noise import Noise
     from mdw.data.prepare import Prepared
-    from mdw.data.run_data import RunImages, write_run_data
+    from mdw.data.image_array import ArrayImages
+    from mdw.data.run_data import write_run_data
     from mdw.runs.layout import RunLayout
 
     n = len(captions)
     pair_image = np.arange(n) if pair_image is None else np.asarray(pair_image)
     n_images = int(pair_image.max()) + 1 if n else 0
     images = np.full((n_images, size, size, 3), 128, dtype=np.uint8)
-    ps = PairSet(name="synthetic", images=RunImages([f"img{i}" for i in range(n_images)], images),
+    ps = PairSet(name="synthetic", images=ArrayImages([f"img{i}" for i in range(n_images)], images, np.arange(n_images), "synthetic"),
                  image_split=np.array(["train"] * n_images, dtype=object), captions=list(captions),
                  pair_image=pair_image,
                  is_noisy=np.zeros(n, bool) if is_noisy is None else np.asarray(is_noisy, bool))

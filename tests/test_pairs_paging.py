@@ -1,7 +1,5 @@
 """The Noisy pairs table paged on the server (mdw.views.noisy.pairs_page over RunView.pair_order) and
 the ROC / PR curves reduced for the browser, on run folders whose scores the test writes itself."""
-import os
-
 import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
@@ -9,7 +7,6 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 from helpers import write_run_data_for
 from mdw.evaluate.detection import CURVE_POINTS, detection_curves, reduce_curve
 from mdw.runs.audit import record_decision
-from mdw.runs.store import atomic_write_json
 from mdw.runs.view import RunView
 from mdw.train.experts_io import save_scores
 from mdw.views.noisy import PairsPage, first_flagged_pair, pairs_page

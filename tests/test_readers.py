@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from mdw.config import DataConfig
-from mdw.data.pairset import BytesImages, FileImages
+from mdw.data.pairset import FileImages
 from mdw.data.readers import hash_split, read_flickr_folder, read_karpathy
 from mdw.data.tables import read_table
 from mdw.data.sources import describe_source, detect_source, load_source
-from mdw.data.webdataset import read_webdataset
+from mdw.data.webdataset import ShardImages, read_webdataset
 from mdw.errors import DataError
 
 SHARED_FLICKR8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "flickr8k")
@@ -351,7 +351,7 @@ def shards(tmp_path):
 
 def test_webdataset_folder_groups_members_by_key(tmp_path):
     ps = read_webdataset(str(shards(tmp_path)), max_skip_fraction=1.0)
-    assert isinstance(ps.images, BytesImages)
+    assert isinstance(ps.images, ShardImages)    # captions read; images fetched from the shards on open
     assert ps.n_images == ps.n_pairs == 11 and ps.captions[0] == "caption 0"      # sorted shard order
     assert ps.images.names[9:] == ["00001.tar/00010.jpg", "00001.tar/00011.png"]
     assert ps.captions[9:] == ["a red square", "a green square"]

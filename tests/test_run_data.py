@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import TINY_RUN, png_bytes
+from helpers import png_bytes
 from mdw.config import DataConfig
 from mdw.data.prepare import prepare
 from mdw.data.run_data import (RunTable, StringColumn, _save_strings, open_run_data, upgrade_format1_data,

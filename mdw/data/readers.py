@@ -169,15 +169,20 @@ class Collector:
     def finish(self, images: ImageSource, max_skip_fraction: float) -> PairSet:
         if self._residue:
             self._fill_hashed_splits()
+        self.check(max_skip_fraction)
+        return PairSet(name=self.name, images=images, image_split=self.splits, captions=self.captions,
+                       pair_image=self.pair_image, skipped=dict(self.skipped),
+                       skipped_examples=list(self.examples))
+
+    def check(self, max_skip_fraction: float) -> None:
+        """DataError when no pair is left, or more than `max_skip_fraction` of the rows (and more than
+        one) were skipped for a bad reason."""
         bad = sum(n for reason, n in self.skipped.items() if reason not in BENIGN_SKIPS)
         if not self.captions:
             raise DataError(f"{self.name}: no usable image-caption pairs in {self.rows} rows{self.details()}")
         if bad > max(1, int(max_skip_fraction * self.rows)):
             raise DataError(f"{self.name}: {bad} of {self.rows} rows skipped, more than "
                             f"data.max_skip_fraction={max_skip_fraction:g}{self.details()}")
-        return PairSet(name=self.name, images=images, image_split=self.splits, captions=self.captions,
-                       pair_image=self.pair_image, skipped=dict(self.skipped),
-                       skipped_examples=list(self.examples))
 
 
 def _first_existing(folder: str, names: tuple) -> Optional[str]:

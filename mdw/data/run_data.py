@@ -23,16 +23,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
-
 from ..config import DataConfig
 from ..errors import DataError
 from ..runs.layout import RunLayout
 from ..runs.store import atomic_save, atomic_write_json, read_json
+from .image_array import ArrayImages
 from .noise import Noise
 from .pairset import SPLITS, PairSet
 from .prepare import Prepared
@@ -80,31 +78,6 @@ class StringColumn(Sequence):
 
 # ----- images -----------------------------------------------------------------------------------
 
-@dataclass
-class RunImages:
-    """The run's decoded images as an ImageSource: key(i) is the source's name of image i, open(i)
-    the decoded (S, S, 3) row as a PIL image (already at the run's image size)."""
-    keys: Sequence[str]
-    array: np.ndarray           # (n_images, S, S, 3) uint8, usually a read-only memmap
-    origin: str = ""            # the run data's fingerprint, for identity()
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def key(self, i: int) -> str:
-        return self.keys[i]
-
-    def open(self, i: int, size: int) -> Image.Image:
-        return Image.fromarray(np.asarray(self.array[i]))
-
-    def select(self, keep):
-        keep = np.asarray(keep, dtype=np.int64)
-        return RunImages([self.keys[int(k)] for k in keep], self.array[keep], self.origin + f"|select{len(keep)}")
-
-    def identity(self) -> str:
-        return f"run-data:{self.origin}:{len(self.keys)}"
-
-
 def _link_or_copy(src: str, dst: str) -> str:
     """Put `src` at `dst` atomically: a hard link when both are on one file system, else a copy.
     Returns "link" or "copy"."""
@@ -127,9 +100,8 @@ def write_run_data(layout: RunLayout, p: Prepared, cfg: DataConfig) -> dict:
     """Write data/images.npy, data/table/ and (last) data/pairs.json for the prepared data `p`.
     Returns the pairs.json record. Overwrites an earlier, unfinished data stage's files."""
     os.makedirs(layout.data_dir, exist_ok=True)
-    src = getattr(p, "images_path", None)
-    if src and os.path.isfile(src):
-        how = _link_or_copy(src, os.fspath(layout.images))
+    if p.images_path and os.path.isfile(p.images_path):
+        how = _link_or_copy(p.images_path, os.fspath(layout.images))
     else:
         atomic_save(layout.images, lambda tmp: np.save(tmp, np.asarray(p.images)))
         how = "write"
@@ -222,7 +194,7 @@ def open_run_data(layout: RunLayout) -> Prepared:
     true_image = np.asarray(t.true_image, dtype=np.int64)
     ps = PairSet(
         name=record["source"],
-        images=RunImages(t.image_keys, t.images, record["fingerprint"]),
+        images=ArrayImages(t.image_keys, t.images, np.arange(len(t.image_keys)), f"run-data:{record['fingerprint']}"),
         image_split=np.asarray(SPLITS, dtype=object)[np.asarray(t.image_split)],
         captions=t.captions.to_list(),
         pair_image=pair_image,
@@ -236,10 +208,7 @@ def open_run_data(layout: RunLayout) -> Prepared:
     picked = np.flatnonzero(pair_image != true_image)
     n = record["noise"]
     noise = Noise(float(n["eta"]), int(n["seed"]), picked, pair_image[picked])
-    out = Prepared(ps, t.images, noise, record["fingerprint"])
-    if hasattr(out, "images_path"):
-        out.images_path = os.fspath(layout.images)
-    return out
+    return Prepared(ps, t.images, noise, record["fingerprint"], os.fspath(layout.images))
 
 
 def upgrade_format1_data(layout: RunLayout) -> bool:

@@ -21,18 +21,15 @@ LOOKED_FOR = ("a folder with captions.tsv or Flickr8k.token.txt (flickr8k), a fo
 
 
 def load_source(cfg: DataConfig) -> PairSet:
-    """Read the data source a DataConfig names (the images are referenced, not decoded)."""
+    """Read the data source a DataConfig names (the images are referenced, not decoded; for
+    webdataset shards only captions and keys are read, see `webdataset.read_webdataset`: a run's
+    data stage streams and decodes shards in one pass instead, `prepare.read_and_decode`)."""
     kind = cfg.source
     if kind == "scenes":
         from .scenes import make_scenes  # written alongside; imported only when asked for
 
         return make_scenes(cfg.scenes)
-    if kind not in SOURCES + ("auto",):
-        raise ConfigError(f"data.source: unknown source {kind!r}; known: {', '.join(SOURCES)}, auto")
-    if not cfg.path:
-        raise ConfigError(f"data.path: source {kind!r} needs a path")
-    if kind == "auto":
-        kind = detect_source(cfg.path)
+    kind = source_kind(cfg)
     frac = cfg.max_skip_fraction
     if kind == "flickr8k":
         return read_flickr_folder(cfg.path, frac)
@@ -41,6 +38,19 @@ def load_source(cfg: DataConfig) -> PairSet:
     if kind in ("csv", "jsonl"):
         return read_table(cfg.path, cfg.image_root, frac, fmt=kind)
     return read_webdataset(cfg.path, frac)
+
+
+def source_kind(cfg: DataConfig) -> str:
+    """The source kind of a DataConfig, "auto" resolved from its path. ConfigError for an unknown
+    kind or a missing path; DataError when "auto" cannot tell."""
+    kind = cfg.source
+    if kind == "scenes":
+        return kind
+    if kind not in SOURCES + ("auto",):
+        raise ConfigError(f"data.source: unknown source {kind!r}; known: {', '.join(SOURCES)}, auto")
+    if not cfg.path:
+        raise ConfigError(f"data.path: source {kind!r} needs a path")
+    return detect_source(cfg.path) if kind == "auto" else kind
 
 
 def detect_source(path: str) -> str:

@@ -1,7 +1,9 @@
 """Tensors for training and evaluating retrieval models, built from a prepared run's data.
 
-Images stay uint8 (n_images, S, S, 3) in memory; a batch becomes float [0, 1] (B, 3, S, S) on
-the device only when used. Text is the frozen encoder's cached g0 features.
+The training images stay where the data stage left them: the image cache's uint8 (n_images, S, S, 3)
+memmap, wrapped in `ImageRows`; a batch is gathered from it (numpy fancy indexing, a copy of the
+batch only), then becomes float [0, 1] (B, 3, S, S) on the device when used. The evaluation split's
+images are gathered into memory once (small). Text is the frozen encoder's cached g0 features.
 """
 from __future__ import annotations
 
@@ -24,10 +26,38 @@ def to_float_images(batch_u8: torch.Tensor, device: torch.device) -> torch.Tenso
     return batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+class ImageRows:
+    """Read-only uint8 images (n, S, S, 3) over a numpy array or memmap, never copied whole: indexing
+    (an int, a slice, or an index array / torch tensor of any order, repeats allowed) gathers just
+    those rows into a new in-memory torch uint8 tensor ((S, S, 3) for an int, else (k, S, S, 3))."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.array.shape)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.cpu().numpy()
+        out = np.asarray(self.array[idx])    # fancy indexing gathers a copy; a slice is a view
+        if not (out.flags.writeable and out.flags.c_contiguous):
+            out = np.array(out)                # a view of the (read-only) memmap: copy its rows out
+        return torch.from_numpy(out)
+
+    def numpy(self) -> np.ndarray:
+        """The underlying (n, S, S, 3) array (the memmap itself, not a copy)."""
+        return self.array
+
+
 @dataclass
 class PairTensors:
     """The training pairs: caption n is shown with image pair_image[n] (noisy where is_noisy)."""
-    images: torch.Tensor          # (n_images, S, S, 3) uint8, every image of the data set
+    images: ImageRows             # (n_images, S, S, 3) uint8, every image of the data set (memmap)
     pair_image: torch.Tensor      # (N,) long
     g0: torch.Tensor              # (N, g0_dim) float32
     pair_ids: np.ndarray          # (N,) the pairs' indices in the run's PairSet / pairs.json
@@ -54,7 +84,7 @@ def build_tensors(p: Prepared, encoder, cache_dir: str, eval_split: str = "test"
     ps = p.pairs
     check_run_splits(ps, ("train", eval_split))
     g0_all = cached_g0_features(ps.captions, encoder, cache_dir, progress=progress)
-    images = torch.from_numpy(np.array(p.images))  # a writable in-memory copy of the (memory-mapped) cache
+    images = ImageRows(p.images)   # the image cache's memmap, not copied
     train = ps.pairs_in("train")
     pairs = PairTensors(images, torch.from_numpy(ps.pair_image[train]).long(), g0_all[train], train,
                         None if ps.is_noisy is None else ps.is_noisy[train].astype(bool))
@@ -62,7 +92,7 @@ def build_tensors(p: Prepared, encoder, cache_dir: str, eval_split: str = "test"
     img_ids = ps.images_in(eval_split)
     remap = np.full(ps.n_images, -1, dtype=np.int64)
     remap[img_ids] = np.arange(len(img_ids))
-    split = RetrievalSplit(images[torch.from_numpy(img_ids)], g0_all[ev], remap[ps.true_image[ev]])
+    split = RetrievalSplit(images[img_ids], g0_all[ev], remap[ps.true_image[ev]])   # gathered into memory
     return pairs, split
 
 
