@@ -76,7 +76,7 @@ def assert_adjoint_equals_unrolled(student, syn, start, target, batches) -> None
         assert r.abs().max() > 0 and torch.allclose(t.grad, r, rtol=1e-6, atol=1e-10 * r.abs().max().item())
 
 
-def write_run_data_for(run_dir, captions, pair_image=None, is_noisy=None, size: int = 2):
+def write_run_data_for(run_dir, captions, pair_image=None, is_noisy=None, size: int = 2, keys=None):
     """The run's own data (data/images.npy, data/table, data/pairs.json) for `captions` with tiny
     grey images (one per caption unless pair_image says otherwise): for tests that write scores by
     hand. Returns the RunLayout."""
@@ -91,7 +91,8 @@ def write_run_data_for(run_dir, captions, pair_image=None, is_noisy=None, size: 
     pair_image = np.arange(n) if pair_image is None else np.asarray(pair_image)
     n_images = int(pair_image.max()) + 1 if n else 0
     images = np.full((n_images, size, size, 3), 128, dtype=np.uint8)
-    ps = PairSet(name="synthetic", images=ArrayImages([f"img{i}" for i in range(n_images)], images, np.arange(n_images), "synthetic"),
+    names = [f"img{i}" for i in range(n_images)] if keys is None else list(keys)
+    ps = PairSet(name="synthetic", images=ArrayImages(names, images, np.arange(n_images), "synthetic"),
                  image_split=np.array(["train"] * n_images, dtype=object), captions=list(captions),
                  pair_image=pair_image,
                  is_noisy=np.zeros(n, bool) if is_noisy is None else np.asarray(is_noisy, bool))

@@ -44,17 +44,18 @@ def test_escape_rule_and_its_inverse():
 
 @pytest.fixture
 def run_dir(tmp_path):
-    """A run folder with the files the cleaned-pairs export reads: pairs.json and DTCL scores."""
+    """A run folder with the files the cleaned-pairs export reads: the run's data and DTCL scores."""
+    from helpers import write_run_data_for
+    from mdw.train.experts_io import save_scores
     run = tmp_path / "run"
-    (run / "data").mkdir(parents=True)
-    (run / "dtcl").mkdir()
     keys = [f"img{i}.png" for i in range(len(CAPTIONS) - 1)] + ["-dash.png"]
+    run.mkdir()
     for k in keys:
         (run / k).write_bytes(b"")  # the table reader only checks that image files exist
-    (run / "data" / "pairs.json").write_text(json.dumps(
-        {"images": {"key": keys}, "pairs": {"caption": CAPTIONS, "image": list(range(len(keys)))}}))
+    write_run_data_for(run, CAPTIONS, keys=keys)
     consensus = np.linspace(0.6, 0.99, len(CAPTIONS))[None]
-    np.savez_compressed(run / "dtcl" / "scores.npz", consensus=consensus, pair_ids=np.arange(len(CAPTIONS)))
+    save_scores(str(run), "dtcl", {"consensus": consensus, "wA": consensus, "wB": consensus,
+                                   "flag": consensus < 0.5}, np.arange(len(CAPTIONS)), None)
     return str(run)
 
 

@@ -164,14 +164,14 @@ def measure_app(runs: str, run_id: str, pages: int) -> dict:
     with AnonPeak() as mem:
         t0 = time.time()
         view = RunView(os.path.join(runs, run_id))
-        page = pairs_page(view, "all", "all", 0.0, 1.0, "clean", False, 0, 50)
+        page = pairs_page(view, "all", "all", 0.0, 1.0, "clean", False, 1, 50)
         pair = first_flagged_pair(view)
         pair_detail(view, pair)
         t_open = time.time() - t0
         times = []
         for k in range(pages):
             t1 = time.time()
-            at = (k * 7919) % max(page.n_pages, 1)
+            at = 1 + (k * 7919) % max(page.n_pages, 1)
             pairs_page(view, "flagged" if k % 2 else "all", "all", 0.0, 1.0, ("clean", "pair")[k % 2], bool(k % 3),
                        at, 50)
             times.append(time.time() - t1)
