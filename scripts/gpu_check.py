@@ -25,7 +25,7 @@ from mdw.distill.distill import distill  # noqa: E402
 from mdw.distill.synset import DistilledSet  # noqa: E402
 from mdw.evaluate.students import StudentData, train_student  # noqa: E402
 from mdw.models.presets import build_model  # noqa: E402
-from mdw.train.data import ImageRows, PairTensors  # noqa: E402
+from mdw.train.data import Rows, PairTensors  # noqa: E402
 from mdw.train.dtcl import autocast_for, make_tracks, train_one_epoch  # noqa: E402
 
 DEMO = os.path.join(ROOT, "assets", "configs", "demo.json")
@@ -99,11 +99,11 @@ def time_preset(preset: str, size: int, device: str, extra: list, quick: bool) -
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=gen)
     g0 = torch.randn(n, g0_dim, generator=gen)
-    pairs = PairTensors(ImageRows(images.numpy()), torch.arange(n), g0, np.arange(n))   # as a run: numpy gather
+    pairs = PairTensors(Rows(images.numpy()), torch.arange(n), Rows(g0.numpy()), np.arange(n))   # as a run: numpy gather
     ecfg = ExpertConfig(epochs=1, batch_size=128)
     track = make_tracks(1, mcfg, size, ecfg, 0)[0]
     amp = autocast_for(dev, ecfg.autocast)
-    warm = PairTensors(ImageRows(images[:256].numpy()), torch.arange(256), g0[:256], np.arange(256))
+    warm = PairTensors(Rows(images[:256].numpy()), torch.arange(256), Rows(g0[:256].numpy()), np.arange(256))
     train_one_epoch(track, warm, ecfg, "infonce", None, amp, lambda f: None)
     sync(dev)
     t0 = time.time()

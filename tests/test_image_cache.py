@@ -120,10 +120,10 @@ def test_prepare_drops_corrupt_images_and_keeps_the_array_aligned(tmp_path):
 def test_training_images_gather_batches_from_the_memmap_without_copying_it(tmp_path):
     import torch
 
-    from mdw.train.data import ImageRows, to_float_images
+    from mdw.train.data import Rows, to_float_images
     ps = tiny_pairset(n_images=10)
     arr, _ = cached_images(ps, 8, str(tmp_path))
-    rows = ImageRows(arr)
+    rows = Rows(arr)
     assert rows.numpy() is arr and rows.shape == (10, 8, 8, 3) and len(rows) == 10
     idx = torch.tensor([7, 2, 7, 0])                                          # any order, repeats
     got = rows[idx]

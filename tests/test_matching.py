@@ -50,6 +50,12 @@ def test_p_starts_near_identity_and_decoding_finds_the_init_captions():
     assert torch.all(p.diagonal() > 0.95) and p[~torch.eye(5, dtype=torch.bool)].max() < 0.05
     idx, sims = decode_text(syn.text, g0, k=2)
     assert idx[:, 0].tolist() == [3, 7, 1, 0, 9] and np.allclose(sims[:, 0], 1.0, atol=1e-5)
+    # read in chunks from memory-mapped rows (a run's text cache), the same answer as all at once
+    from mdw.train.data import Rows
+    text = torch.randn(6, 16)
+    full_i, full_s = decode_text(text, g0, k=4)
+    part_i, part_s = decode_text(text, Rows(g0.numpy()), k=4, chunk=3)
+    assert np.array_equal(full_i, part_i) and np.allclose(full_s, part_s, atol=1e-6)
 
 
 def test_save_load_round_trip(tmp_path):

@@ -333,3 +333,11 @@ def test_text_cache_encodes_each_distinct_caption_once_and_maps_the_file(model, 
     assert isinstance(np.load(path, mmap_mode="r"), np.memmap) and path.endswith(".npy")
     feats[0, 0] = 123.0                                           # copy-on-write: the file is never written
     assert np.load(path)[0, 0] != 123.0
+
+
+def test_text_cache_encodes_in_chunks_and_places_every_row(model, tmp_path, monkeypatch):
+    from mdw.models import text_cache
+    monkeypatch.setattr(text_cache, "ENCODE_CHUNK", 2)          # 5 distinct captions: chunks of 2, 2, 1
+    caps = ["e", "a dog", "b", "a dog", "c", "e", "d"]
+    feats = cached_g0_features(caps, model.text, str(tmp_path))
+    assert torch.allclose(feats, model.text.encode_g0(caps), atol=1e-5)

@@ -160,6 +160,7 @@ def measure_app(runs: str, run_id: str, pages: int) -> dict:
     """(in the fresh process) open the run as the app does and page the Noisy pairs table."""
     from ..runs.view import RunView
     from ..views.noisy import first_flagged_pair, pair_detail, pairs_page
+    import app.tab_noisy  # noqa: F401  (what a running app has imported before a run is opened)
 
     with AnonPeak() as mem:
         t0 = time.time()

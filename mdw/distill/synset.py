@@ -136,10 +136,18 @@ class DistilledSet:
         return (self.images.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def decode_text(text: torch.Tensor, real_g0: torch.Tensor, k: int = 3) -> tuple:
-    """Nearest real captions of each T̃ row by cosine similarity in g0 space: (indices (M,k), sims (M,k))."""
+def decode_text(text: torch.Tensor, real_g0, k: int = 3, chunk: int = 65536) -> tuple:
+    """Nearest real captions of each T̃ row by cosine similarity in g0 space: (indices (M,k) int64,
+    sims (M,k) float32). real_g0: (N, g0_dim), a tensor or train.data.Rows over the text cache's
+    memmap; read `chunk` rows at a time (a million captions are never gathered at once)."""
     a = F.normalize(text.detach().float(), dim=1)
-    b = F.normalize(real_g0.float(), dim=1)
-    sims = a @ b.t()
-    top = sims.topk(min(k, b.shape[0]), dim=1)
-    return top.indices.numpy(), top.values.numpy()
+    n = len(real_g0)
+    k = min(k, n)
+    best_v = torch.full((a.shape[0], 0), float("-inf"))
+    best_i = torch.zeros((a.shape[0], 0), dtype=torch.long)
+    for lo in range(0, n, chunk):
+        b = F.normalize(real_g0[lo:lo + chunk].float(), dim=1)
+        v, i = torch.cat([best_v, a @ b.t()], 1), torch.cat([best_i, torch.arange(lo, lo + len(b)).expand(len(a), -1)], 1)
+        top = v.topk(min(k, v.shape[1]), dim=1)
+        best_v, best_i = top.values, i.gather(1, top.indices)
+    return best_i.numpy(), best_v.numpy()

@@ -149,7 +149,7 @@ def _mdw_consensus(ctx, cfg: RunConfig) -> Optional[np.ndarray]:
 def subset(pairs: PairTensors, keep: np.ndarray) -> PairTensors:
     """The training pairs at positions `keep` (images shared, not copied)."""
     idx = torch.as_tensor(np.asarray(keep), dtype=torch.long)
-    return PairTensors(pairs.images, pairs.pair_image[idx], pairs.g0[idx], pairs.pair_ids[keep],
+    return PairTensors(pairs.images, pairs.pair_image[idx], pairs.g0.subset(keep), pairs.pair_ids[keep],
                        None if pairs.is_noisy is None else pairs.is_noisy[keep])
 
 

@@ -21,6 +21,7 @@ from ..progress import progress_bar
 from ..runs.store import atomic_save
 
 FORMAT_VERSION = 2      # 2: .npy, memory-mapped; 1: a torch .pt dict
+ENCODE_CHUNK = 16384    # distinct captions encoded (and held) at a time
 
 
 class G0Encoder(Protocol):
@@ -81,12 +82,25 @@ def cached_g0_features(captions: Sequence[str], encoder: G0Encoder, cache_dir: s
     first: dict = {}
     where = np.fromiter((first.setdefault(c, len(first)) for c in captions), dtype=np.int64, count=len(captions))
     distinct = list(first)
+    del first
+    # rows of each distinct caption, grouped: order[start[d]:start[d + 1]] are the captions equal to distinct[d]
+    order = np.argsort(where, kind="stable")
+    start = np.concatenate([[0], np.cumsum(np.bincount(where, minlength=len(distinct)))])
     sink = (lambda frac, message="": progress(frac)) if progress is not None else None
-    with progress_bar(f"text features ({len(distinct)} distinct of {len(captions)} captions)", sink=sink,
-                      show=show_bar) as report:
-        feats = encoder.encode_g0(distinct, batch_size=batch_size,
-                                  progress=lambda done, total: report(done / max(total, 1)))
-        report(1.0)
-    feats = feats.detach().float().cpu().numpy()
-    atomic_save(path, lambda tmp: np.save(tmp, np.ascontiguousarray(feats[where])))
+
+    def write(tmp: str) -> None:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(captions), encoder.g0_dim))
+        with progress_bar(f"text features ({len(distinct)} distinct of {len(captions)} captions)", sink=sink,
+                          show=show_bar) as report:
+            for lo in range(0, len(distinct), ENCODE_CHUNK):     # bounded memory: one chunk's features
+                hi = min(len(distinct), lo + ENCODE_CHUNK)
+                feats = encoder.encode_g0(distinct[lo:hi], batch_size=batch_size,
+                                          progress=lambda done, total, lo=lo: report((lo + done) / len(distinct)))
+                rows = order[start[lo]:start[hi]]
+                out[rows] = feats.detach().float().cpu().numpy()[where[rows] - lo]
+            report(1.0)
+        out.flush()
+        del out
+
+    atomic_save(path, write)
     return _load(path, len(captions), encoder.g0_dim)

@@ -1,7 +1,7 @@
 """Tensors for training and evaluating retrieval models, built from a prepared run's data.
 
 The training images stay where the data stage left them: the image cache's uint8 (n_images, S, S, 3)
-memmap, wrapped in `ImageRows`; a batch is gathered from it (numpy fancy indexing, a copy of the
+memmap, wrapped in `Rows`; a batch is gathered from it (numpy fancy indexing, a copy of the
 batch only), then becomes float [0, 1] (B, 3, S, S) on the device when used. The evaluation split's
 images are gathered into memory once (small). Text is the frozen encoder's cached g0 features.
 """
@@ -26,40 +26,50 @@ def to_float_images(batch_u8: torch.Tensor, device: torch.device) -> torch.Tenso
     return batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-class ImageRows:
-    """Read-only uint8 images (n, S, S, 3) over a numpy array or memmap, never copied whole: indexing
-    (an int, a slice, or an index array / torch tensor of any order, repeats allowed) gathers just
-    those rows into a new in-memory torch uint8 tensor ((S, S, 3) for an int, else (k, S, S, 3))."""
+class Rows:
+    """Read-only rows of a numpy array or memmap, never copied whole: row i is array[index[i]] (index
+    None: array[i]). Indexing with an int, a slice, or an index array / torch tensor of any order
+    (repeats allowed) gathers just those rows into a new in-memory torch tensor of the array's dtype
+    ((*row_shape) for an int, else (k, *row_shape)). Used for the images ((n, S, S, 3) uint8) and the
+    frozen text features ((N, g0_dim) float32) of a run, both memory-mapped."""
 
-    def __init__(self, array: np.ndarray):
+    def __init__(self, array: np.ndarray, index: Optional[np.ndarray] = None):
         self.array = array
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
 
     @property
     def shape(self) -> tuple:
-        return tuple(self.array.shape)
+        return (len(self),) + tuple(self.array.shape[1:])
 
     def __len__(self) -> int:
-        return len(self.array)
+        return len(self.array) if self.index is None else len(self.index)
 
     def __getitem__(self, idx) -> torch.Tensor:
         if isinstance(idx, torch.Tensor):
             idx = idx.cpu().numpy()
+        if self.index is not None:
+            idx = self.index[idx]
         out = np.asarray(self.array[idx])    # fancy indexing gathers a copy; a slice is a view
         if not (out.flags.writeable and out.flags.c_contiguous):
             out = np.array(out)                # a view of the (read-only) memmap: copy its rows out
         return torch.from_numpy(out)
 
+    def subset(self, positions) -> "Rows":
+        """Rows at `positions` of these rows (an index array), sharing the array (no copy)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return Rows(self.array, positions if self.index is None else self.index[positions])
+
     def numpy(self) -> np.ndarray:
-        """The underlying (n, S, S, 3) array (the memmap itself, not a copy)."""
-        return self.array
+        """The rows as one array: the underlying array itself when there is no index (no copy)."""
+        return self.array if self.index is None else np.asarray(self.array[self.index])
 
 
 @dataclass
 class PairTensors:
     """The training pairs: caption n is shown with image pair_image[n] (noisy where is_noisy)."""
-    images: ImageRows             # (n_images, S, S, 3) uint8, every image of the data set (memmap)
+    images: Rows                  # (n_images, S, S, 3) uint8, every image of the data set (memmap)
     pair_image: torch.Tensor      # (N,) long
-    g0: torch.Tensor              # (N, g0_dim) float32
+    g0: Rows                      # (N, g0_dim) float32 rows of the text cache's memmap
     pair_ids: np.ndarray          # (N,) the pairs' indices in the run's PairSet / pairs.json
     is_noisy: Optional[np.ndarray] = None
 
@@ -84,15 +94,16 @@ def build_tensors(p: Prepared, encoder, cache_dir: str, eval_split: str = "test"
     ps = p.pairs
     check_run_splits(ps, ("train", eval_split))
     g0_all = cached_g0_features(ps.captions, encoder, cache_dir, progress=progress)
-    images = ImageRows(p.images)   # the image cache's memmap, not copied
+    images = Rows(p.images)   # the run's memmap, not copied
     train = ps.pairs_in("train")
-    pairs = PairTensors(images, torch.from_numpy(ps.pair_image[train]).long(), g0_all[train], train,
+    g0_file = g0_all.numpy()  # the text cache's memmap (copy-on-write), not copied either
+    pairs = PairTensors(images, torch.from_numpy(ps.pair_image[train]).long(), Rows(g0_file, train), train,
                         None if ps.is_noisy is None else ps.is_noisy[train].astype(bool))
     ev = ps.pairs_in(eval_split)
     img_ids = ps.images_in(eval_split)
     remap = np.full(ps.n_images, -1, dtype=np.int64)
     remap[img_ids] = np.arange(len(img_ids))
-    split = RetrievalSplit(images[img_ids], g0_all[ev], remap[ps.true_image[ev]])   # gathered into memory
+    split = RetrievalSplit(images[img_ids], Rows(g0_file, ev)[:], remap[ps.true_image[ev]])   # gathered into memory
     return pairs, split
 
 
