@@ -17,6 +17,17 @@ def png_bytes(seed: int, size: int = 24) -> bytes:
     return buf.getvalue()
 
 
+def write_shard(path, samples) -> str:
+    """A plain .tar at `path` with members (name, bytes), in order (a webdataset shard)."""
+    import tarfile
+    with tarfile.open(path, "w") as tar:
+        for name, data in samples:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
 def tiny_pairset(n_images: int = 40, captions_per_image: int = 3, splits=(0.7, 0.15, 0.15), seed: int = 0) -> PairSet:
     """n_images random-noise PNGs held in memory, each with `captions_per_image` captions."""
     names = [f"img{i:04d}.png" for i in range(n_images)]

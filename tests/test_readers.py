@@ -6,7 +6,6 @@ import io
 import json
 import os
 import sys
-import tarfile
 import time
 import types
 
@@ -21,6 +20,8 @@ from mdw.data.tables import read_table
 from mdw.data.sources import describe_source, detect_source, load_source
 from mdw.data.webdataset import ShardImages, read_webdataset
 from mdw.errors import DataError
+
+from helpers import write_shard
 
 SHARED_FLICKR8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "flickr8k")
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
@@ -323,15 +324,6 @@ def test_table_errors_name_file_and_line(tmp_path, text, message):
 
 
 # -- webdataset shards ------------------------------------------------------------------------------
-def write_shard(path, samples):
-    with tarfile.open(path, "w") as tar:
-        for name, data in samples:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return str(path)
-
-
 def shards(tmp_path):
     folder = tmp_path / "shards"
     folder.mkdir()

@@ -4,7 +4,6 @@ import io
 import os
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
@@ -15,18 +14,9 @@ from mdw.data import webdataset_stream
 from mdw.data.decode import read_square
 from mdw.data.image_array import ArrayImages
 from mdw.data.prepare import prepare
-from tests.helpers import png_bytes
+from helpers import png_bytes, write_shard
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def write_shard(path, samples):
-    with tarfile.open(path, "w") as tar:
-        for name, data in samples:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return str(path)
 
 
 def noise_image(seed: int, fmt: str, side: int = 256) -> bytes:
