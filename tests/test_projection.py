@@ -25,8 +25,8 @@ M = 6
 def planted(tmp_path_factory):
     """The tiny run with a distilled set started from M real training pairs (slightly perturbed)."""
     run_dir, cfg = tiny_run_dir(tmp_path_factory)
-    from mdw.evaluate.index import run_prepared
-    p = run_prepared(run_dir, cfg)
+    from mdw.inputs import run_data
+    p = run_data(run_dir)
     train = p.pairs.pairs_in("train")
     ids = train[np.random.default_rng(0).choice(len(train), M, replace=False)]
     images = torch.from_numpy(np.array(p.images[p.pairs.pair_image[ids]]))

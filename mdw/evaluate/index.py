@@ -105,16 +105,6 @@ def load_model(run_dir: str, spec: str = "expert", device: Optional[str] = None)
 
 # ----- building -----------------------------------------------------------------------------
 
-def run_prepared(run_dir: str, cfg=None, report=None):
-    """The run's own data (data/images.npy + data/table); RunError before its data stage."""
-    from ..errors import DataError
-    from ..inputs import run_data
-    try:
-        return run_data(run_dir)
-    except DataError as e:
-        raise RunError(f"{run_dir}: no data yet ({e}; run the data stage first)") from None
-
-
 def build_indexes(image_emb, caption_emb, icfg: IndexConfig) -> tuple:
     """(image index, caption index, info): exact up to icfg.exact_max vectors, else approximate
     with its search depth tuned to icfg.target_recall (recall@10 vs exact, the other modality as queries)."""
@@ -139,7 +129,8 @@ def build_indexes(image_emb, caption_emb, icfg: IndexConfig) -> tuple:
 def build_run_index(run_dir: str, cfg, icfg: Optional[IndexConfig] = None,
                     report: Optional[Callable] = None) -> dict:
     """Embed the run's clean `icfg.split` with the model `icfg.model`, build and write index/."""
-    from ..train.data import build_tensors, embed_split
+    from ..inputs import run_inputs
+    from ..train.data import embed_split
     from .retrieval import recall_at_k
 
     icfg = (icfg or IndexConfig()).validate()
@@ -148,9 +139,8 @@ def build_run_index(run_dir: str, cfg, icfg: Optional[IndexConfig] = None,
     spec = resolve_spec(run_dir, icfg.model)
     say(0.05, f"index: loading {spec}")
     model = load_model(run_dir, spec, device=cfg.model.device)
-    p = run_prepared(run_dir, cfg, lambda f, m="": say(0.05 + 0.2 * f, m))
-    _, split = build_tensors(p, model.text, cfg.resolved_cache_dir(), eval_split=icfg.split,
-                             progress=lambda f: say(0.25 + 0.25 * f, "text features"))
+    inp = run_inputs(run_dir, cfg, lambda f, m="": say(0.05 + 0.45 * f, m), eval_split=icfg.split)
+    split = inp.eval
     if len(split.caption_image) == 0:
         raise RunError(f"{run_dir}: the {icfg.split!r} split is empty; nothing to index")
     say(0.5, f"index: embedding the {icfg.split} split")
@@ -159,7 +149,7 @@ def build_run_index(run_dir: str, cfg, icfg: Optional[IndexConfig] = None,
     t1 = time.time()
     image_index, caption_index, info = build_indexes(img, txt, icfg)
     build_s = time.time() - t1
-    ps = p.pairs
+    ps = inp.data.pairs
     img_ids, ev = ps.images_in(icfg.split), ps.pairs_in(icfg.split)
     items = {"image_keys": [ps.images.key(int(i)) for i in img_ids], "image_ids": img_ids.tolist(),
              "captions": [ps.captions[int(j)] for j in ev], "caption_pair_ids": ev.tolist(),

@@ -195,8 +195,8 @@ def project_run(run_dir: str, cfg, pcfg: Optional[ProjectionConfig] = None, repo
                 force: bool = False) -> dict:
     """Compute projection/ (or reuse it: same model, config, distilled set and scores files)."""
     from ..distill.synset import DistilledSet
-    from ..train.data import build_tensors
-    from .index import load_model, resolve_spec, run_prepared
+    from ..inputs import run_inputs
+    from .index import load_model, resolve_spec
 
     pcfg = (pcfg or ProjectionConfig()).validate()
     say = report or (lambda f, m="": None)
@@ -211,8 +211,8 @@ def project_run(run_dir: str, cfg, pcfg: Optional[ProjectionConfig] = None, repo
     t0 = time.time()
     say(0.05, f"projection: loading {spec}")
     model = load_model(run_dir, spec, device=cfg.model.device)
-    p = run_prepared(run_dir, cfg, lambda f, m="": say(0.05 + 0.15 * f, m))
-    pairs, _ = build_tensors(p, model.text, cfg.resolved_cache_dir(), progress=lambda f: say(0.2 + 0.1 * f, "text"))
+    inp = run_inputs(run_dir, cfg, lambda f, m="": say(0.05 + 0.25 * f, m))
+    pairs = inp.pairs
     pair_ids = np.asarray(pairs.pair_ids, dtype=np.int64)
     flagged, is_noisy, consensus = _pair_scores(run_dir, pair_ids, pairs.is_noisy)
     syn = DistilledSet.load(lay.distilled) if lay.distilled.is_file() else None
