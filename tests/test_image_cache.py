@@ -133,3 +133,20 @@ def test_training_images_gather_batches_from_the_memmap_without_copying_it(tmp_p
     assert part.numpy().flags.writeable and np.array_equal(part.numpy(), np.asarray(arr)[2:5])   # copied out
     assert rows[4].shape == (8, 8, 3)
     assert to_float_images(got, torch.device("cpu")).shape == (4, 3, 8, 8)
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_writer(tmp_path):
+    """A decode killed half way leaves <entry>.npy.tmp-<pid>-<hex>.npy in the cache; the next writer
+    of that entry removes it when its process is gone (a live writer's file is kept)."""
+    path = str(tmp_path / "images" / "k-8px.npy")
+    os.makedirs(tmp_path / "images")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = f"{path}.tmp-{int(dead.stdout)}-deadbeef.npy"
+    live = f"{path}.tmp-{os.getppid()}-0badcafe.npy"
+    for p in (stale, live):
+        with open(p, "wb") as f:
+            f.write(b"\0" * 4096)
+    with ImageArrayWriter(path, 8) as w:
+        w.append(np.zeros((2, 8, 8, 3), np.uint8))
+        w.finish()
+    assert not os.path.exists(stale) and os.path.exists(live)

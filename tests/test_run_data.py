@@ -189,3 +189,34 @@ def test_moved_run_without_source_or_cache_opens_every_tab_and_resumes(tmp_path,
     pts = tab_embedding.points(ctx, run_id)
     assert pts is not None and len(pts.x) > 0
     assert not os.path.exists(tmp_path / "src")
+
+
+def test_verify_names_an_image_moved_to_another_split(tmp_path):
+    """The fingerprint covers images and captions, not the splits: an image the run trained on that
+    the source now puts in test must not be reported as matching."""
+    path = csv_source(tmp_path / "src")
+    cfg = DataConfig(source="csv", path=path, image_size=16)
+    lay = RunLayout(tmp_path / "run")
+    write_run_data(lay, prepare(cfg, str(tmp_path / "cache")), cfg)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    moved = [ln.replace(",train", ",test") if ln.startswith("img/002.png,") else ln for ln in lines]
+    (tmp_path / "src" / "pairs.csv").write_text("\n".join(moved) + "\n", encoding="utf-8")
+    problems = verify_run_data(lay, cfg)
+    assert any(p.startswith("splits: 1 image") and "img/002.png" in p for p in problems), problems
+
+
+def test_data_stage_rerun_removes_what_a_killed_one_left(tmp_path):
+    """A data stage killed half way leaves data/.table-* and data/images.npy.tmp-*; the next one
+    (the resume) removes them."""
+    path = csv_source(tmp_path / "src", n_images=20)
+    cfg = DataConfig(source="csv", path=path, image_size=16)
+    lay = RunLayout(tmp_path / "run")
+    os.makedirs(lay.data_dir)
+    os.makedirs(os.path.join(lay.data_dir, ".table-abc123"))
+    np.save(os.path.join(lay.data_dir, ".table-abc123", "pair_image.npy"), np.arange(3))
+    with open(f"{os.fspath(lay.images)}.tmp-99999", "wb") as f:
+        f.write(b"\0" * 1000)
+    write_run_data(lay, prepare(cfg, str(tmp_path / "cache")), cfg)
+    assert sorted(os.listdir(lay.data_dir)) == ["images.npy", "pairs.json", "table"]
+    assert os.stat(lay.table).st_mode & 0o777 == os.stat(lay.data_dir).st_mode & 0o777

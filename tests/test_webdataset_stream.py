@@ -127,3 +127,24 @@ def test_streamed_prepare_counts_a_truncated_shard_and_refuses_a_non_tar(tmp_pat
     with pytest.raises(DataError, match="x.tar: not a readable tar archive"):
         prepare(DataConfig(source="webdataset", path=str(bad), image_size=16), str(tmp_path / "c"))
     assert not list((tmp_path / "c" / "images").glob("*.tmp-*"))
+
+
+def test_a_shard_edited_in_place_past_its_first_mib_is_read_again(tmp_path):
+    """The cache key hashed only a shard's first MiB and its size: a caption corrected in place
+    (same length) further in a big shard gave the next run the old caption from the cache."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    samples = [("0000.png", png_bytes(0, size=20)), ("0000.txt", b"first"), ("0000.pad", b"\0" * (1 << 20))]
+    for k in range(1, 24):
+        samples += [(f"{k:04d}.png", png_bytes(k, size=20)), (f"{k:04d}.txt", b"picture %d thing" % k)]
+    shard = write_shard(folder / "00000.tar", samples)
+    cfg = DataConfig(source="webdataset", path=str(folder), image_size=16)
+    assert "picture 20 thing" in prepare(cfg, str(tmp_path / "cache")).pairs.captions
+    data = open(shard, "rb").read()
+    at = data.index(b"picture 20 thing")
+    assert at > 1 << 20
+    with open(shard, "r+b") as f:
+        f.seek(at)
+        f.write(b"picture 20 THING")
+    captions = prepare(cfg, str(tmp_path / "cache")).pairs.captions
+    assert "picture 20 THING" in captions and "picture 20 thing" not in captions

@@ -44,6 +44,24 @@ def open_image_array(path: str) -> np.memmap:
     return np.load(path, mmap_mode="r")
 
 
+def _remove_dead_writers_files(path: str) -> None:
+    """Remove `path`.tmp-<pid>-<hex>.npy files whose writer process is gone (killed half way)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    for name in os.listdir(folder):
+        if not (name.startswith(base + ".tmp-") and name.endswith(".npy")):
+            continue
+        try:
+            pid = int(name[len(base) + 5:].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+        except (ValueError, PermissionError):
+            pass
+
+
 class ImageArrayWriter:
     """Appends decoded images to `path` (a .npy of (n, size, size, 3) uint8) with bounded memory.
 
@@ -54,6 +72,7 @@ class ImageArrayWriter:
     def __init__(self, path: str, size: int):
         self.path, self.size, self.rows = os.fspath(path), int(size), 0
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        _remove_dead_writers_files(self.path)
         self.tmp = f"{self.path}.tmp-{os.getpid()}-{secrets.token_hex(4)}.npy"
         self._f: Optional[io.BufferedWriter] = open(self.tmp, "wb")
         self._f.write(b"\0" * HEADER_BYTES)

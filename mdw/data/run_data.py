@@ -94,12 +94,25 @@ def _link_or_copy(src: str, dst: str) -> str:
     return how
 
 
+def _remove_leftovers(layout: RunLayout) -> None:
+    """What a data stage killed half way left in data/: .table-* folders and images.npy.tmp-* files
+    (only the data stage writes there, and one worker at a time runs a run)."""
+    images = os.path.basename(os.fspath(layout.images))
+    for name in os.listdir(layout.data_dir):
+        path = os.path.join(layout.data_dir, name)
+        if name.startswith(".table-") and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(images + ".tmp-") and os.path.isfile(path):
+            os.remove(path)
+
+
 # ----- write ------------------------------------------------------------------------------------
 
 def write_run_data(layout: RunLayout, p: Prepared, cfg: DataConfig) -> dict:
     """Write data/images.npy, data/table/ and (last) data/pairs.json for the prepared data `p`.
     Returns the pairs.json record. Overwrites an earlier, unfinished data stage's files."""
     os.makedirs(layout.data_dir, exist_ok=True)
+    _remove_leftovers(layout)
     if p.images_path and os.path.isfile(p.images_path):
         how = _link_or_copy(p.images_path, os.fspath(layout.images))
     else:
@@ -107,6 +120,7 @@ def write_run_data(layout: RunLayout, p: Prepared, cfg: DataConfig) -> dict:
         how = "write"
     ps = p.pairs
     tmp_table = tempfile.mkdtemp(prefix=".table-", dir=layout.data_dir)
+    os.chmod(tmp_table, os.stat(layout.data_dir).st_mode & 0o777)   # mkdtemp's 0700 would hide it from others
     try:
         np.save(os.path.join(tmp_table, "pair_image.npy"), ps.pair_image.astype(np.int64))
         np.save(os.path.join(tmp_table, "true_image.npy"), ps.true_image.astype(np.int64))
@@ -272,6 +286,15 @@ def verify_run_data(layout: RunLayout, cfg: DataConfig, cache_dir: Optional[str]
         for name in ("pair_image", "true_image"):
             if not np.array_equal(getattr(a, name), getattr(b, name)):
                 problems.append(f"{name}: differs from the source with the recorded noise")
+        keys = [j for j in range(a.n_images) if a.images.key(j) != b.images.key(j)]
+        if keys:
+            problems.append(f"image keys: {len(keys)} differ, first image {keys[0]}: {a.images.key(keys[0])!r} "
+                            f"(source) vs {b.images.key(keys[0])!r} (run)")
+        moved = np.flatnonzero(np.asarray(a.image_split, dtype=str) != np.asarray(b.image_split, dtype=str))
+        if len(moved):
+            j = int(moved[0])
+            problems.append(f"splits: {len(moved)} image(s) in another split, first {b.images.key(j)!r}: "
+                            f"{a.image_split[j]} (source) vs {b.image_split[j]} (run)")
         bad_images = [j for lo in range(0, a.n_images, 1024)
                       for j in _differing_rows(src.images, run.images, lo, min(a.n_images, lo + 1024))]
         if bad_images:

@@ -5,7 +5,7 @@
 an `ImageArrayWriter` once it holds CHUNK images or CHUNK_BYTES of encoded bytes: no more encoded
 bytes than that are ever held, whatever the number of shards. Captions are kept in memory.
 
-The cache entry (cache_dir/images/<key>-<S>px.*) is keyed by the shards (names, sizes, a hash of the
+The cache entry (cache_dir/images/<key>-<S>px.*) is keyed by the shards (names, sizes, modification times, a hash of the
 first MiB of each: `shards_identity`), the image size and VERSION:
   .npy        (n_good, S, S, 3) uint8, the images that decoded, in order
   .pairs.json the PairSet read from the shards (names, splits, captions, skip counts)
@@ -46,7 +46,10 @@ def cached_webdataset(path: str, size: int, cache_dir: str, max_skip_fraction: f
     usable pair, or more than `max_skip_fraction` of the samples skipped."""
     shards = find_shards(path)
     ident = shards_identity(shards)
-    key = hashlib.sha1(f"{ident}|{size}|{VERSION}".encode()).hexdigest()[:20]
+    # the key adds the shards' modification times (the identity hashes only each one's first MiB):
+    # a shard edited in place at the same size is read again; a copied folder is decoded again
+    stamps = "|".join(str(os.stat(s).st_mtime_ns) for s in shards)
+    key = hashlib.sha1(f"{ident}|{stamps}|{size}|{VERSION}".encode()).hexdigest()[:20]
     arr_path, bad_path = cache_paths(cache_dir, key, size)
     pairs_path = arr_path[:-len(".npy")] + ".pairs.json"
     name = f"webdataset:{path}"
