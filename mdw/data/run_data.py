@@ -233,7 +233,7 @@ def upgrade_format1_data(layout: RunLayout) -> bool:
     from ..config import RunConfig
     from .prepare import prepare
 
-    if not os.path.isfile(layout.data_record) or os.path.isdir(layout.table):
+    if not os.path.isfile(layout.data_record):
         return False
     record = read_json(layout.data_record)
     if "pairs" not in record:
