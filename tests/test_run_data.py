@@ -40,6 +40,8 @@ def test_string_column_round_trips_any_text(tmp_path):
     assert col[3] == texts[3] and col[-1] == texts[-1] and col[1:3] == texts[1:3]
     with pytest.raises(IndexError):
         col[len(texts)]
+    _save_strings(str(tmp_path), "e", ["", ""])                 # no bytes at all
+    assert StringColumn(str(tmp_path), "e").to_list() == ["", ""]
 
 
 def test_run_data_is_the_prepared_data_and_needs_neither_source_nor_cache(tmp_path):

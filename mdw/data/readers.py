@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+from array import array
 from typing import Iterator, Optional
 
 from ..errors import DataError
@@ -45,8 +46,11 @@ def _hash_residue(key: str) -> int:
 def hash_split(key: str) -> str:
     """A deterministic 90/5/5 % train/dev/test split by name, the same on every machine (a small
     table's empty test or dev split is filled by Collector.finish)."""
-    r = _hash_residue(key)
-    return "train" if r < 900 else "dev" if r < 950 else "test"
+    return _split_of(_hash_residue(key))
+
+
+def _split_of(residue: int) -> str:
+    return "train" if residue < 900 else "dev" if residue < 950 else "test"
 
 
 def normalize_split(value: object, where: str) -> str:
@@ -85,18 +89,20 @@ class Collector:
     def __init__(self, name: str, root: Optional[str] = None):
         self.name = name
         self.root = root                   # images are files under it; None: no file check
+        # kept small per row: a million rows (web shards) must not cost gigabytes
         self.index: dict = {}              # image name -> image index
         self.names: list = []
         self.splits: list = []
-        self.split_where: list = []
+        self.split_where: dict = {}        # image index -> where its split was given (explicit splits only)
         self.captions: list = []
-        self.pair_image: list = []
+        self.pair_image = array("q")       # int64 image index of each pair
         self.rows = 0
         self.skipped: dict = {}
         self.examples: list = []
         self._seen: set = set()
         self._exists: dict = {}
-        self._residue: dict = {}           # image index -> hash residue, for images split by hash
+        self._hashed_train = 0             # images split by hash into train
+        self._top_train: list = []         # the 2 of them with the highest (residue, name, index)
 
     def skip(self, reason: str, where: str, row: bool = True) -> int:
         self.rows += int(row)
@@ -115,9 +121,11 @@ class Collector:
             hash_key: Optional[str] = None) -> int:
         """Add one row; returns the image index, or -1 when the row was skipped (and counted).
         split None: split by a hash of `hash_key` (default: the image name), hash_split."""
-        if split is None:
+        hashed = split is None
+        if hashed:
             hash_key = image if hash_key is None else hash_key
-            split = hash_split(hash_key)
+            residue = _hash_residue(hash_key)
+            split = _split_of(residue)
         if has_bad_bytes(caption) or has_bad_bytes(image):
             return self.skip("invalid UTF-8", where)
         caption = " ".join(caption.split())
@@ -133,12 +141,15 @@ class Collector:
             i = self.index[image] = len(self.names)
             self.names.append(image)
             self.splits.append(split)
-            self.split_where.append(where)
-            if hash_key is not None:
-                self._residue[i] = _hash_residue(hash_key)
+            if not hashed:
+                self.split_where[i] = where
+            elif split == "train":
+                self._hashed_train += 1
+                self._top_train = sorted(self._top_train + [(residue, image, i)], reverse=True)[:2]
         elif self.splits[i] != split:
+            first = self.split_where.get(i, "its first row (split by hash)")
             raise DataError(f"{where}: image {image} is in split {split!r} here but in "
-                            f"{self.splits[i]!r} at {self.split_where[i]}")
+                            f"{self.splits[i]!r} at {first}")
         self._seen.add(key)
         self.rows += 1
         self.captions.append(caption)
@@ -159,15 +170,15 @@ class Collector:
         image whose hash residue lies nearest the empty split's band moves there (test when there
         are at least 2 images, dev when at least 3), so a small table never has an empty test split."""
         for split, needed in (("test", 2), ("dev", 3)):
-            train = [i for i in self._residue if self.splits[i] == "train"]
-            if split in self.splits or len(self.names) < needed or len(train) < 2:
+            if split in self.splits or len(self.names) < needed or self._hashed_train < 2:
                 continue
-            i = max(train, key=lambda k: (self._residue[k], self.names[k]))
+            _, _, i = self._top_train.pop(0)   # the hashed train image with the highest (residue, name)
+            self._hashed_train -= 1
             self.splits[i] = split
-            self.split_where[i] = f"{self.split_where[i]} (moved to {split}: the hash split left it empty)"
+            self.split_where[i] = f"its first row (moved to {split}: the hash split left it empty)"
 
     def finish(self, images: ImageSource, max_skip_fraction: float) -> PairSet:
-        if self._residue:
+        if self._top_train:
             self._fill_hashed_splits()
         self.check(max_skip_fraction)
         return PairSet(name=self.name, images=images, image_split=self.splits, captions=self.captions,

@@ -44,11 +44,20 @@ TABLE_FILES = ("pair_image", "true_image", "is_noisy", "caption_offsets", "capti
 def _save_strings(folder: str, name: str, strings: Sequence[str]) -> None:
     """name_offsets.npy (n + 1,) int64 and name_utf8.npy (bytes,) uint8: string i is the bytes
     offsets[i]:offsets[i+1] (UTF-8; lone surrogates kept with surrogatepass)."""
-    encoded = [s.encode("utf-8", "surrogatepass") for s in strings]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    enc = lambda s: s.encode("utf-8", "surrogatepass")  # noqa: E731
+    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter((len(enc(s)) for s in strings), dtype=np.int64, count=len(strings)), out=offsets[1:])
     np.save(os.path.join(folder, f"{name}_offsets.npy"), offsets)
-    np.save(os.path.join(folder, f"{name}_utf8.npy"), np.frombuffer(b"".join(encoded), dtype=np.uint8))
+    if offsets[-1] == 0:                              # no bytes at all (numpy cannot map an empty file)
+        np.save(os.path.join(folder, f"{name}_utf8.npy"), np.zeros(0, dtype=np.uint8))
+        return
+    blob = np.lib.format.open_memmap(os.path.join(folder, f"{name}_utf8.npy"), mode="w+", dtype=np.uint8,
+                                     shape=(int(offsets[-1]),))
+    for lo in range(0, len(strings), 65536):          # a chunk of strings encoded at a time: bounded memory
+        hi = min(len(strings), lo + 65536)
+        blob[offsets[lo]:offsets[hi]] = np.frombuffer(b"".join(enc(s) for s in strings[lo:hi]), dtype=np.uint8)
+    blob.flush()
+    del blob
 
 
 class StringColumn(Sequence):

@@ -79,12 +79,17 @@ class TextContext:
     def summary(self, captions: Sequence[str], n_examples: int = 3) -> dict:
         """For data/summary.json: {"encoder", "context_tokens", "captions", "truncated_captions",
         "longest_words", "examples": [{"caption" (first 80 characters), "words_encoded", "words_total"}]}."""
-        fits = self.fit(captions)
-        cut = [i for i, f in enumerate(fits) if f.cut]
+        cut, longest, examples = 0, 0, []
+        for lo in range(0, len(captions), 65536):     # a chunk of fits at a time: bounded memory
+            chunk = captions[lo:lo + 65536]
+            for c, f in zip(chunk, self.fit(chunk)):
+                longest = max(longest, f.total)
+                if f.cut:
+                    cut += 1
+                    if len(examples) < n_examples:
+                        examples.append({"caption": c[:80], "words_encoded": f.encoded, "words_total": f.total})
         return {"encoder": self.name, "context_tokens": self.budget, "captions": len(captions),
-                "truncated_captions": len(cut), "longest_words": max((f.total for f in fits), default=0),
-                "examples": [{"caption": captions[i][:80], "words_encoded": fits[i].encoded,
-                              "words_total": fits[i].total} for i in cut[:n_examples]]}
+                "truncated_captions": cut, "longest_words": longest, "examples": examples}
 
 
 def hf_context(tokenizer, max_length: int, name: str = "") -> TextContext:
