@@ -2,8 +2,9 @@
 
 The training images stay where the data stage left them: the image cache's uint8 (n_images, S, S, 3)
 memmap, wrapped in `Rows`; a batch is gathered from it (numpy fancy indexing, a copy of the
-batch only), then becomes float [0, 1] (B, 3, S, S) on the device when used. The evaluation split's
-images are gathered into memory once (small). Text is the frozen encoder's cached g0 features.
+batch only), then becomes float [0, 1] (B, 3, S, S) on the device when used; the evaluation split's
+images too (5 % of a web-size set at 224 px is gigabytes). Text is the frozen encoder's cached g0
+features, memory-mapped as well.
 """
 from __future__ import annotations
 
@@ -83,8 +84,8 @@ class PairTensors:
 @dataclass
 class RetrievalSplit:
     """A clean evaluation split: its images and every caption with its own image."""
-    images: torch.Tensor          # (n_img, S, S, 3) uint8
-    g0: torch.Tensor              # (n_txt, g0_dim)
+    images: Rows                  # (n_img, S, S, 3) uint8 rows of the run's memmap (gathered a batch at a time)
+    g0: Rows                      # (n_txt, g0_dim) float32 rows of the text cache's memmap
     caption_image: np.ndarray     # (n_txt,) index into `images`
 
 
@@ -103,7 +104,7 @@ def build_tensors(p: Prepared, encoder, cache_dir: str, eval_split: str = "test"
     img_ids = ps.images_in(eval_split)
     remap = np.full(ps.n_images, -1, dtype=np.int64)
     remap[img_ids] = np.arange(len(img_ids))
-    split = RetrievalSplit(images[img_ids], Rows(g0_file, ev)[:], remap[ps.true_image[ev]])   # gathered into memory
+    split = RetrievalSplit(images.subset(img_ids), Rows(g0_file, ev), remap[ps.true_image[ev]])
     return pairs, split
 
 
