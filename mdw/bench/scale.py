@@ -37,6 +37,7 @@ class ScaleBenchConfig:
     work_dir: str = ""            # shards, runs, cache, the text encoder; kept (default: a temp folder)
     out_dir: str = os.path.join("docs", "benchmarks")
     app_pages: int = 10           # Noisy-pairs pages fetched after opening the run
+    note: str = ""                # conditions of the measurement, printed under the table
 
 
 # ----- memory ---------------------------------------------------------------------------------------
@@ -260,7 +261,8 @@ def _markdown(rows: list, cfg: ScaleBenchConfig) -> str:
              f"{cfg.batch_size}, a random 2-layer BERT as g0), then the app opening the run and paging the Noisy "
              f"pairs table ({cfg.app_pages} pages of 50). {cfg.threads} thread(s). Peak memory: the stage "
              "process's anonymous resident memory (RssAnon, sampled every 20 ms), which leaves out the page "
-             "cache of the memory-mapped run files.", "", markdown_table(rows, cols)]
+             "cache of the memory-mapped run files." + (f" {cfg.note}" if cfg.note else ""), "",
+             markdown_table(rows, cols)]
     if len(rows) >= 2:
         lo, hi = rows[0], rows[-1]
         for key in ("data_peak_mib", "experts_peak_mib", "app_peak_mib"):

@@ -66,6 +66,7 @@ def add_parser(sub) -> None:
     c.add_argument("--image-size", type=int, default=32)
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--out", default=None)
+    c.add_argument("--note", default="", help="conditions of the measurement, printed with the table")
     c.set_defaults(func=run_scale)
 
 
@@ -152,7 +153,7 @@ def run_scale(args) -> int:
     from ..bench import scale
 
     cfg = scale.ScaleBenchConfig(sizes=[int(x) for x in args.sizes.split(",") if x.strip()], work_dir=args.work,
-                                 image_size=args.image_size, threads=args.threads)
+                                 image_size=args.image_size, threads=args.threads, note=args.note)
     if args.out:
         cfg.out_dir = args.out
     _, paths = scale.run(cfg)
