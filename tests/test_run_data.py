@@ -10,7 +10,8 @@ import pytest
 from helpers import png_bytes
 from mdw.config import DataConfig
 from mdw.data.prepare import prepare
-from mdw.data.run_data import (RunTable, StringColumn, _save_strings, open_run_data, upgrade_format1_data,
+from mdw.data.columns import StringColumn, save_strings
+from mdw.data.run_data import (RunTable, open_run_data, upgrade_format1_data,
                                verify_run_data, write_run_data)
 from mdw.errors import DataError
 from mdw.runs.layout import RunLayout
@@ -34,13 +35,13 @@ def csv_source(folder, n_images=40, captions_per_image=3, seed=0):
 
 def test_string_column_round_trips_any_text(tmp_path):
     texts = ["", "a", "naïve café", "emoji 🐕", "lone \udcff surrogate", "tab\tand\nnewline", "x" * 5000]
-    _save_strings(str(tmp_path), "t", texts)
+    save_strings(str(tmp_path), "t", texts)
     col = StringColumn(str(tmp_path), "t")
     assert len(col) == len(texts) and col.to_list() == texts
-    assert col[3] == texts[3] and col[-1] == texts[-1] and col[1:3] == texts[1:3]
+    assert col[3] == texts[3] and col[-1] == texts[-1] and col[1:3] == texts[1:3] and list(col) == texts
     with pytest.raises(IndexError):
         col[len(texts)]
-    _save_strings(str(tmp_path), "e", ["", ""])                 # no bytes at all
+    save_strings(str(tmp_path), "e", ["", ""])                 # no bytes at all
     assert StringColumn(str(tmp_path), "e").to_list() == ["", ""]
 
 

@@ -23,13 +23,14 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 from ..runs.layout import RunLayout
 from ..runs.store import atomic_save, atomic_write_json, read_json
+from .columns import StringColumn, save_strings
 from .image_array import ArrayImages
 from .noise import Noise
 from .pairset import SPLITS, PairSet
@@ -37,52 +38,6 @@ from .prepare import Prepared
 
 TABLE_FILES = ("pair_image", "true_image", "is_noisy", "caption_offsets", "caption_utf8", "image_split",
                "image_key_offsets", "image_key_utf8")
-
-
-# ----- string columns -------------------------------------------------------------------------
-
-def _save_strings(folder: str, name: str, strings: Sequence[str]) -> None:
-    """name_offsets.npy (n + 1,) int64 and name_utf8.npy (bytes,) uint8: string i is the bytes
-    offsets[i]:offsets[i+1] (UTF-8; lone surrogates kept with surrogatepass)."""
-    enc = lambda s: s.encode("utf-8", "surrogatepass")  # noqa: E731
-    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter((len(enc(s)) for s in strings), dtype=np.int64, count=len(strings)), out=offsets[1:])
-    np.save(os.path.join(folder, f"{name}_offsets.npy"), offsets)
-    if offsets[-1] == 0:                              # no bytes at all (numpy cannot map an empty file)
-        np.save(os.path.join(folder, f"{name}_utf8.npy"), np.zeros(0, dtype=np.uint8))
-        return
-    blob = np.lib.format.open_memmap(os.path.join(folder, f"{name}_utf8.npy"), mode="w+", dtype=np.uint8,
-                                     shape=(int(offsets[-1]),))
-    for lo in range(0, len(strings), 65536):          # a chunk of strings encoded at a time: bounded memory
-        hi = min(len(strings), lo + 65536)
-        blob[offsets[lo]:offsets[hi]] = np.frombuffer(b"".join(enc(s) for s in strings[lo:hi]), dtype=np.uint8)
-    blob.flush()
-    del blob
-
-
-class StringColumn(Sequence):
-    """A memory-mapped string column: len(), col[i] → str, col.to_list() → every string."""
-
-    def __init__(self, folder, name: str):
-        self.offsets = np.load(os.path.join(folder, f"{name}_offsets.npy"), mmap_mode="r")
-        self.blob = np.load(os.path.join(folder, f"{name}_utf8.npy"), mmap_mode="r")
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        i = int(i)
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"string column: index {i} out of range ({len(self)})")
-        i %= len(self)
-        return bytes(self.blob[self.offsets[i]:self.offsets[i + 1]]).decode("utf-8", "surrogatepass")
-
-    def to_list(self) -> list:
-        data = bytes(self.blob)
-        o = self.offsets.tolist()
-        return [data[o[i]:o[i + 1]].decode("utf-8", "surrogatepass") for i in range(len(o) - 1)]
 
 
 # ----- images -----------------------------------------------------------------------------------
@@ -138,8 +93,8 @@ def write_run_data(layout: RunLayout, p: Prepared, cfg: DataConfig) -> dict:
         codes = {s: i for i, s in enumerate(SPLITS)}
         np.save(os.path.join(tmp_table, "image_split.npy"),
                 np.asarray([codes[str(s)] for s in ps.image_split], dtype=np.uint8))
-        _save_strings(tmp_table, "caption", ps.captions)
-        _save_strings(tmp_table, "image_key", [ps.images.key(i) for i in range(ps.n_images)])
+        save_strings(tmp_table, "caption", ps.captions)
+        save_strings(tmp_table, "image_key", [ps.images.key(i) for i in range(ps.n_images)])
         if ps.boxes is not None or ps.word_objects is not None:
             with open(os.path.join(tmp_table, "truth.json"), "w", encoding="utf-8") as f:
                 json.dump({"boxes": ps.boxes, "word_objects": ps.word_objects}, f)

@@ -8,7 +8,9 @@ bytes than that are ever held, whatever the number of shards. Captions are kept 
 The cache entry (cache_dir/images/<key>-<S>px.*) is keyed by the shards (names, sizes, modification times, a hash of the
 first MiB of each: `shards_identity`), the image size and VERSION:
   .npy        (n_good, S, S, 3) uint8, the images that decoded, in order
-  .pairs.json the PairSet read from the shards (names, splits, captions, skip counts)
+  .pairs/     the PairSet read from the shards as columns (columns.py: names and captions as UTF-8 +
+              offsets, split codes, pair_image) + meta.json (rows, skip counts and examples): a hit
+              parses no JSON list of a million captions
   .bad.json   [(image index, error)] of the images that did not decode; written last
 A second read of the same shards at the same size is a hit: no shard is streamed or decoded again.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
@@ -24,15 +27,16 @@ import numpy as np
 
 from ..errors import DataError
 from ..runs.store import atomic_write_json
+from .columns import StringColumn, save_strings
 from .decode import open_image
 from .image_array import ArrayImages, ImageArrayWriter, decode_chunk
 from .image_cache import CHUNK, cache_paths, decode_workers, read_entry
-from .pairset import PairSet
+from .pairset import SPLITS, PairSet
 from .readers import Collector
 from .webdataset import accept_sample, find_shards, iter_samples, shards_identity
 
 CHUNK_BYTES = 8 << 20      # encoded bytes held before a chunk is decoded
-VERSION = "wds-v1"
+VERSION = "wds-v2"        # v2: the pairs record as columns (v1: one JSON)
 
 
 def cached_webdataset(path: str, size: int, cache_dir: str, max_skip_fraction: float = 0.05,
@@ -51,9 +55,9 @@ def cached_webdataset(path: str, size: int, cache_dir: str, max_skip_fraction: f
     stamps = "|".join(str(os.stat(s).st_mtime_ns) for s in shards)
     key = hashlib.sha1(f"{ident}|{stamps}|{size}|{VERSION}".encode()).hexdigest()[:20]
     arr_path, bad_path = cache_paths(cache_dir, key, size)
-    pairs_path = arr_path[:-len(".npy")] + ".pairs.json"
+    pairs_dir = arr_path[:-len(".npy")] + ".pairs"
     name = f"webdataset:{path}"
-    hit = _read_hit(arr_path, bad_path, pairs_path, size)
+    hit = _read_hit(arr_path, bad_path, pairs_dir, size)
     if hit is not None:
         record, arr, bad = hit
         c = Collector(name)
@@ -67,12 +71,28 @@ def cached_webdataset(path: str, size: int, cache_dir: str, max_skip_fraction: f
         bad = _stream_decode(shards, c, size, w, progress)
         ps = c.finish(ArrayImages(list(c.names), None, np.zeros(0), ident), max_skip_fraction)
         arr = w.finish()
-    record = {"names": list(c.names), "splits": [str(s) for s in ps.image_split], "captions": ps.captions,
-              "pair_image": ps.pair_image.tolist(), "rows": c.rows, "skipped": ps.skipped,
-              "examples": ps.skipped_examples}
-    atomic_write_json(pairs_path, record)
+    record = {"names": c.names, "splits": ps.image_split, "captions": ps.captions, "pair_image": ps.pair_image,
+              "rows": c.rows, "skipped": ps.skipped, "examples": ps.skipped_examples}
+    _write_record(pairs_dir, record)
     atomic_write_json(bad_path, bad)    # written last: it marks a complete entry
     return _pairset(name, record, arr, bad, ident), arr, bad
+
+
+def _write_record(folder: str, record: dict) -> None:
+    """The PairSet's columns into `folder` (written in a temp folder, then renamed over it)."""
+    tmp = f"{folder}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_strings(tmp, "name", record["names"])
+    save_strings(tmp, "caption", record["captions"])
+    codes = {s: i for i, s in enumerate(SPLITS)}
+    np.save(os.path.join(tmp, "split.npy"), np.fromiter((codes[str(s)] for s in record["splits"]), dtype=np.uint8,
+                                                      count=len(record["splits"])))
+    np.save(os.path.join(tmp, "pair_image.npy"), np.asarray(record["pair_image"], dtype=np.int64))
+    with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+        json.dump({k: record[k] for k in ("rows", "skipped", "examples")}, f)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
 
 
 def _stream_decode(shards: list, c: Collector, size: int, w: ImageArrayWriter,
@@ -103,15 +123,18 @@ def _stream_decode(shards: list, c: Collector, size: int, w: ImageArrayWriter,
     return bad
 
 
-def _read_hit(arr_path: str, bad_path: str, pairs_path: str, size: int) -> Optional[tuple]:
-    if not os.path.exists(pairs_path):
-        return None
+def _read_hit(arr_path: str, bad_path: str, pairs_dir: str, size: int) -> Optional[tuple]:
+    """(record, array, bad) of a complete cache entry; None on a miss or an unreadable entry."""
     try:
-        with open(pairs_path, encoding="utf-8") as f:
+        with open(os.path.join(pairs_dir, "meta.json"), encoding="utf-8") as f:
             record = json.load(f)
-    except (OSError, ValueError):
+        names = StringColumn(pairs_dir, "name")       # memory-mapped: keys are read when asked for
+        record.update(names=names, captions=StringColumn(pairs_dir, "caption").to_list(),
+                      splits=np.asarray(SPLITS, dtype=object)[np.load(os.path.join(pairs_dir, "split.npy"))],
+                      pair_image=np.load(os.path.join(pairs_dir, "pair_image.npy")))
+    except (OSError, ValueError, KeyError):
         return None
-    entry = read_entry(arr_path, bad_path, len(record.get("names", ())), size)
+    entry = read_entry(arr_path, bad_path, len(names), size)
     return None if entry is None else (record,) + entry
 
 
