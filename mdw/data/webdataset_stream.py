@@ -9,7 +9,7 @@ The cache entry (cache_dir/images/<key>-<S>px.*) is keyed by the shards (names, 
 first MiB of each: `shards_identity`), the image size and VERSION:
   .npy        (n_good, S, S, 3) uint8, the images that decoded, in order
   .pairs/     the PairSet read from the shards as columns (columns.py: names and captions as UTF-8 +
-              offsets, split codes, pair_image) + meta.json (rows, skip counts and examples): a hit
+              offsets, split codes, pair_image) + counts.json (rows, skip counts and examples): a hit
               parses no JSON list of a million captions
   .bad.json   [(image index, error)] of the images that did not decode; written last
 A second read of the same shards at the same size is a hit: no shard is streamed or decoded again.
@@ -89,7 +89,7 @@ def _write_record(folder: str, record: dict) -> None:
     np.save(os.path.join(tmp, "split.npy"), np.fromiter((codes[str(s)] for s in record["splits"]), dtype=np.uint8,
                                                       count=len(record["splits"])))
     np.save(os.path.join(tmp, "pair_image.npy"), np.asarray(record["pair_image"], dtype=np.int64))
-    with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(tmp, "counts.json"), "w", encoding="utf-8") as f:
         json.dump({k: record[k] for k in ("rows", "skipped", "examples")}, f)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
@@ -126,7 +126,7 @@ def _stream_decode(shards: list, c: Collector, size: int, w: ImageArrayWriter,
 def _read_hit(arr_path: str, bad_path: str, pairs_dir: str, size: int) -> Optional[tuple]:
     """(record, array, bad) of a complete cache entry; None on a miss or an unreadable entry."""
     try:
-        with open(os.path.join(pairs_dir, "meta.json"), encoding="utf-8") as f:
+        with open(os.path.join(pairs_dir, "counts.json"), encoding="utf-8") as f:
             record = json.load(f)
         names = StringColumn(pairs_dir, "name")       # memory-mapped: keys are read when asked for
         record.update(names=names, captions=StringColumn(pairs_dir, "caption").to_list(),
