@@ -52,6 +52,14 @@ def make_old(lay: RunLayout) -> dict:
         meta = _json(lay.experts(kind).meta)
         del meta["gmm"]
         _write(lay.experts(kind).meta, meta)
+    import torch
+    for path in [lay.distilled, *lay.snapshots_dir.glob("*.pt")]:       # sets saved before labels/meta
+        state = torch.load(path, weights_only=True)
+        assert state["labels"] == "soft"
+        torch.save({k: v for k, v in state.items() if k not in ("labels", "meta")}, path)
+    if lay.heatmap_maps.is_file():                                       # maps saved before the text counts
+        with np.load(lay.heatmap_maps) as z:
+            np.savez_compressed(lay.heatmap_maps, **{k: z[k] for k in z.files if k not in ("words_encoded", "words_total")})
     return expected
 
 
@@ -85,6 +93,11 @@ def test_old_run_is_upgraded_on_open_and_the_views_read_it(old_run):
     assert sum(r["flagged"] for r in rows) == int((view.scores()["consensus"] < 0.5).sum())
     assert view.noise_split_note() == ""
     assert DistillView(lay.root).results() and view.config()["distill"]["labels"] == labels
+    import torch
+    assert torch.load(lay.distilled, weights_only=True)["labels"] == "soft" and DistillView(lay.root).distilled().m > 0
+    with np.load(lay.heatmap_maps) as z:
+        assert (z["words_encoded"] == -1).all() and len(z["words_total"]) == len(z["item_id"])
+    assert view.heatmap_items() and view.heatmap_item(0) is not None
 
 
 def test_open_run_is_idempotent(old_run):

@@ -128,8 +128,9 @@ class DistilledSet:
     @classmethod
     def load(cls, path: str, device: str = "cpu") -> "DistilledSet":
         s = torch.load(path, map_location=device, weights_only=True)
-        return cls(s["images"], s["text"], s["z"], s["log_alpha"], s["init_pairs"].numpy(), s.get("meta", {}),
-                   s.get("labels", "soft"), s.get("u"), s.get("v"), s.get("w"), float(s.get("sim_scale", 1.0)))
+        # u, v (lowrank labels) and w, sim_scale (LoRS labels) are stored only for those label kinds
+        return cls(s["images"], s["text"], s["z"], s["log_alpha"], s["init_pairs"].numpy(), s["meta"],
+                   s["labels"], s.get("u"), s.get("v"), s.get("w"), float(s.get("sim_scale", 1.0)))
 
     def images_u8(self) -> np.ndarray:
         """Ṽ as displayable uint8 (M, S, S, 3), clipped to [0, 1]."""

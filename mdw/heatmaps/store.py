@@ -130,9 +130,6 @@ def _load(run_dir: str) -> tuple:
         return {}, None
     with np.load(path, allow_pickle=False) as z:
         out, stamp = {k: z[k] for k in z.files if k != "generation"}, _stamp(z)
-    for k in ("words_encoded", "words_total"):   # stores written before the text-context counts
-        if out and k not in out:
-            out[k] = np.full(len(out["item_id"]), -1, dtype=np.int32)
     return out, stamp
 
 

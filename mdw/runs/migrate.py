@@ -94,6 +94,37 @@ def upgrade_status(lay: RunLayout) -> None:
             atomic_write_json(lay.status, {**status, "stage_seconds": {}}, indent=2)
 
 
+def upgrade_distilled_sets(lay: RunLayout) -> None:
+    """Distilled sets saved before `labels` and `meta` were stored (distill/distilled.pt, its
+    snapshots, the baselines' eval/sets/*.pt): "soft" labels (the only kind then) and {}."""
+    import torch
+    paths = [lay.distilled] + sorted(lay.snapshots_dir.glob("*.pt")) + sorted((lay.eval_dir / "sets").glob("*.pt"))
+    for path in paths:
+        if not path.is_file():
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if "labels" in state and "meta" in state:
+            continue
+        state = {"meta": {}, "labels": "soft", **state}
+        atomic_save(path, lambda tmp, s=state: torch.save(s, tmp))
+
+
+def upgrade_heatmaps(lay: RunLayout) -> None:
+    """heatmaps/maps.npz written before the text-context counts: words_encoded / words_total -1
+    (unknown) for every item; its generation stamp kept."""
+    path = lay.heatmap_maps
+    if not path.is_file():
+        return
+    with file_lock(lay.heatmap_lock):
+        with np.load(path, allow_pickle=False) as z:
+            if "words_encoded" in z.files and "words_total" in z.files:
+                return
+            arrays = {k: z[k] for k in z.files}
+        for k in ("words_encoded", "words_total"):
+            arrays.setdefault(k, np.full(len(arrays["item_id"]), -1, dtype=np.int32))
+        atomic_save(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+
+
 def upgrade_data(lay: RunLayout) -> None:
     """Format 1 kept every pair in data/pairs.json and re-read the source on every stage: write the
     run's own data (data/images.npy, data/table/) from the source once (mdw/data/run_data.py).
@@ -103,7 +134,8 @@ def upgrade_data(lay: RunLayout) -> None:
 
 
 # In order; upgrade_data after upgrade_config (it reads the upgraded config's data section).
-STEPS = (upgrade_config, upgrade_data, upgrade_scores, upgrade_expert_meta, upgrade_status)
+STEPS = (upgrade_config, upgrade_data, upgrade_scores, upgrade_expert_meta, upgrade_status, upgrade_distilled_sets,
+         upgrade_heatmaps)
 
 
 # ----- the entry point ----------------------------------------------------------------------------
