@@ -1,4 +1,5 @@
 """Benchmark tables: rows from separate bench runs merge by case, never silently duplicated or lost."""
+import pytest
 import json
 import os
 
@@ -192,3 +193,14 @@ def test_benchmark_configs_record_no_machine_path(tmp_path):
     paths = write_results(str(tmp_path), "x", [{"method": "m", "v": 1.0}], cfg, "# x\n")
     text = open(paths[1]).read()
     assert str(tmp_path) not in text and repo_root() not in text
+
+
+def test_distill_bench_expert_epochs_per_data_set_reach_the_parent_run():
+    cfg = bench.DistillBenchConfig(ms={"scenes": [20]})
+    cfg.epochs = dict(cfg.epochs, **bench.parse_epochs("flickr8k:8"))
+    assert cfg.epochs == {"scenes": 6, "flickr8k": 8}
+    assert bench.parent_config(cfg, "flickr8k", 0.4).experts.epochs == 8
+    assert bench.parent_config(cfg, "scenes", 0.4).experts.epochs == 6
+    for bad in ("flickr8k", "coco:3", "scenes:0", "scenes:x"):
+        with pytest.raises(ValueError, match="--epochs"):
+            bench.parse_epochs(bad)

@@ -55,6 +55,17 @@ class DistillBenchConfig:
     note: str = ""               # recorded with this run's rows (e.g. which defaults changed since the others)
 
 
+def parse_epochs(text: str) -> dict:
+    """'scenes:6;flickr8k:8' -> {'scenes': 6, 'flickr8k': 8}. Raises ValueError naming the bad part."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, value = part.partition(":")
+        if name.strip() not in ("scenes", "flickr8k") or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--epochs: {part!r} is not DATASET:E with DATASET scenes or flickr8k and E >= 1")
+        out[name.strip()] = int(value)
+    return out
+
+
 def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfig:
     rc = RunConfig(name=f"bench-{dataset}-eta{eta}", seed=cfg.seed)
     rc.data.eta = eta
@@ -227,6 +238,8 @@ def run_line(c: dict) -> str:
     """One earlier or current bench run, as the table's provenance."""
     cases = "; ".join(f"{ds} M={','.join(map(str, ms))}" for ds, ms in c["ms"].items())
     extra = ", ".join(f"{k} {c[k]}" for k in ("syn_batch", "student_batch") if k in c)
+    if c.get("epochs"):
+        extra += (", " if extra else "") + "expert epochs " + ", ".join(f"{ds} {c['epochs'][ds]}" for ds in c["ms"])
     return (f"{cases}, η {', '.join(map(str, c['etas']))}: {c['iterations']} iterations, {c['seeds']} seeds"
             + (f", {extra}" if extra else "")
             + (f"; peak memory at syn_steps {', '.join(map(str, c['memory_steps']))}" if c.get("memory_steps") else "")

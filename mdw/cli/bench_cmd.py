@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     s.add_argument("--student-batch", type=int, default=None, help="evaluation students' minibatch (0: all M)")
     s.add_argument("--cross-arch", default=None, help="a second student preset, e.g. cpu-wide")
     s.add_argument("--scenes-train", type=int, default=None)
+    s.add_argument("--epochs", default=None, help="expert epochs per data set, DATASET:E;DATASET:E "
+                   "(default scenes:6;flickr8k:3)")
     s.add_argument("--flickr8k", default=None, help="path of the Flickr8k folder")
     s.add_argument("--runs", default="", help="keep the bench's run folders here (default: a temp folder)")
     s.add_argument("--out", default=None)
@@ -118,6 +120,8 @@ def run_distill(args) -> int:
             setattr(cfg, name, value)
     if args.scenes_train:
         cfg.scenes.n_train = args.scenes_train
+    if args.epochs:
+        cfg.epochs = dict(cfg.epochs, **distill.parse_epochs(args.epochs))
     cfg.runs_dir = args.runs
     _, summary, paths = distill.run(cfg)
     print(f"wrote {', '.join(paths)}")
