@@ -188,6 +188,8 @@ class EvalConfig:
     lr: float = 1e-3             # Adam's lr (evaluate.optimizer=adam, or a method written NAME@adam)
     coreset_lr: float = 0.1      # SGD lr of a coreset's students (every group); 0: the experts' lr. 0.1: best on the
                                  #   scenes dev split at M 20 and 50 (docs/benchmarks/coreset_protocol.md)
+    coreset_lr_groups: list = field(default_factory=list)  # a coreset's SGD lr per parameter group (visual, text,
+                                 #   logit_scale), overriding coreset_lr; []: coreset_lr for every group
     filter_fraction: float = -1.0  # filter-* baselines drop this fraction of pairs; < 0: the run's η (0.2 at η = 0)
     cross_arch: str = ""         # a second student preset (e.g. cpu-wide): cross-architecture rows
     baseline_iterations: int = 0  # distillation iterations of the distilled baselines; 0: distill.iterations
@@ -200,6 +202,13 @@ class EvalConfig:
                               f"(each may end in @adam: its students by Adam at evaluate.lr)")
         if self.coreset_lr < 0 or self.filter_fraction >= 1:
             raise ConfigError("evaluate: need coreset_lr >= 0 and filter_fraction < 1")
+        try:
+            self.coreset_lr_groups = [float(x) for x in self.coreset_lr_groups]
+        except (TypeError, ValueError):
+            raise ConfigError(f"evaluate.coreset_lr_groups: numbers expected, got {self.coreset_lr_groups!r}") from None
+        if self.coreset_lr_groups and (len(self.coreset_lr_groups) != 3 or min(self.coreset_lr_groups) <= 0):
+            raise ConfigError(f"evaluate.coreset_lr_groups: one lr > 0 for each of visual, text, logit_scale "
+                              f"(or [] for coreset_lr everywhere), got {self.coreset_lr_groups}")
         if self.seeds < 1 or self.steps < 0:
             raise ConfigError("evaluate: need seeds >= 1 and steps >= 0")
         if self.optimizer not in ("adam", "alpha"):

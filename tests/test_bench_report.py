@@ -204,3 +204,20 @@ def test_distill_bench_expert_epochs_per_data_set_reach_the_parent_run():
     for bad in ("flickr8k", "coco:3", "scenes:0", "scenes:x"):
         with pytest.raises(ValueError, match="--epochs"):
             bench.parse_epochs(bad)
+
+
+def test_a_case_recorded_before_a_key_was_added_is_still_the_same_case(tmp_path):
+    """A stored config lacking a key that a later version added (with the old behaviour as its
+    default) is the same case: a bench resumed across that change keeps its runs."""
+    from mdw.runs.store import RunStore
+
+    store = RunStore(str(tmp_path))
+    rc = bench.child_config(bench.parent_config(bench.DistillBenchConfig(iterations=7), "scenes", 0.4), 20)
+    old = rc.to_dict()
+    del old["evaluate"]["coreset_lr_groups"]
+    run_id = store.create(old)
+    store.write_status(run_id, state="done", stages_done=["data", "experts", "distill", "evaluate"])
+    assert bench.finished_run(store, rc.to_dict(), need=["evaluate"]) == run_id
+    changed = rc.to_dict()
+    changed["evaluate"]["coreset_lr_groups"] = [0.1, 0.3, 0.3]
+    assert bench.finished_run(store, changed, need=["evaluate"]) == ""

@@ -108,7 +108,7 @@ def finished_run(store: RunStore, config: dict, keys=None, need=(), has=lambda r
 def _same_config(store: RunStore, run_id: str, config: dict, keys=None) -> bool:
     """The run's config equals `config` on `keys` (default: all but the cache folder)."""
     try:
-        old = store.read_config(run_id)
+        old = RunConfig.from_dict(store.read_config(run_id)).to_dict()   # a key added since: its default
     except (OSError, ValueError):
         return False
     return all(old.get(k) == config.get(k) for k in (keys or [k for k in config if k != "cache_dir"]))

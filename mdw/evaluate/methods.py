@@ -102,7 +102,10 @@ def protocol_text(data: StudentData, ev: EvalConfig) -> str:
 
 
 def coreset_alpha(cfg: RunConfig) -> torch.Tensor:
-    """A coreset's per-group SGD step sizes: evaluate.coreset_lr, or the experts' lr when 0."""
+    """(len(GROUPS),) float32: a coreset's per-group SGD step sizes: evaluate.coreset_lr_groups when
+    set, else evaluate.coreset_lr for every group (the experts' lr when 0)."""
+    if cfg.evaluate.coreset_lr_groups:
+        return torch.tensor(cfg.evaluate.coreset_lr_groups, dtype=torch.float32)
     lr = cfg.evaluate.coreset_lr or cfg.experts.lr
     return torch.full((len(GROUPS),), float(lr))
 

@@ -101,7 +101,8 @@ def _student_hint(data: StudentData, cfg: EvalConfig) -> str:
         return (f"the students step at the set's learned α ({', '.join(f'{a:.3g}' for a in data.alpha.tolist())}); "
                 f"distil with a lower distill.lr_alpha, or train students by Adam (evaluate.optimizer=adam)")
     if cfg.optimizer == "alpha" and data.alpha is not None:
-        return lower_lr_hint(("evaluate.coreset_lr", float(data.alpha[0])))
+        key = "evaluate.coreset_lr_groups" if cfg.coreset_lr_groups else "evaluate.coreset_lr"
+        return lower_lr_hint((key, float(data.alpha.max())))
     return lower_lr_hint(("evaluate.lr", cfg.lr))
 
 
