@@ -243,11 +243,6 @@ class RunConfig:
         self.evaluate.validate()
         self.index.validate()
         self.projection.validate()
-        read = min(self.experts.epochs, self.distill.max_start_epoch - 1 + self.distill.expert_epochs)  # θ*_s+K, s < max
-        if self.experts.anneal_epochs and self.experts.epochs - self.experts.anneal_epochs < read:
-            raise ConfigError(f"experts.anneal_epochs={self.experts.anneal_epochs}: the annealed epochs must come after "
-                              f"the {read} epochs distillation reads (distill.max_start_epoch - 1 + distill.expert_epochs); "
-                              f"train experts.epochs >= {read + self.experts.anneal_epochs} or anneal fewer epochs")
         return self
 
     def resolved_cache_dir(self) -> str:
