@@ -99,8 +99,6 @@ class ExpertConfig:
     lambda_c: float = 1.0        # weight of the complementary loss next to the weighted InfoNCE
     weighting: str = "soft"      # soft: w = partner's clean probability | hard: w = [w > 0.5]
     flag_threshold: float = 0.5  # flagged noisy when the consensus score is below this
-    anneal_epochs: int = 0       # the last N epochs step at lr × anneal_factor (after the epochs distillation reads)
-    anneal_factor: float = 0.1
     buffer_epochs: int = 0       # epochs kept in the buffer (0: what distillation reads, max_start_epoch + expert_epochs)
     autocast: str = "auto"       # auto: bf16 on CUDA, off on CPU | bf16 | off
     eval_every: int = 1          # expert recall on the clean test split every N epochs (and the last)
@@ -118,9 +116,6 @@ class ExpertConfig:
             raise ConfigError(f"experts.weighting: unknown {self.weighting!r}; known: soft, hard")
         if self.autocast not in ("auto", "bf16", "off"):
             raise ConfigError(f"experts.autocast: unknown {self.autocast!r}; known: auto, bf16, off")
-        if not (0 <= self.anneal_epochs < self.epochs) or not (0.0 < self.anneal_factor <= 1.0):
-            raise ConfigError(f"experts: need 0 <= anneal_epochs < epochs={self.epochs} and 0 < anneal_factor <= 1, "
-                              f"got {self.anneal_epochs}, {self.anneal_factor}")
         if not (0.0 < self.flag_threshold < 1.0):
             raise ConfigError(f"experts.flag_threshold: must be in (0, 1), got {self.flag_threshold}")
 

@@ -164,33 +164,3 @@ def test_full_warmup_trusts_every_pair_and_moves_sgd_experts_further(scenes_nois
     assert moves["full"] > 3 * moves["comp"] > 0
     with pytest.raises(Exception, match="warmup_loss"):
         small_cfg("experts.warmup_loss=plain")
-
-
-def test_annealed_last_epochs_leave_the_buffer_distillation_reads_unchanged(scenes_noisy):
-    """experts.anneal_epochs: the last epochs step at lr × anneal_factor; the epochs before them, and
-    so every buffer entry distillation reads, are the same floats as without annealing."""
-    from mdw.train.dtcl import epoch_lr
-
-    cfg, pairs, test = scenes_noisy
-    plain = apply_overrides(cfg, ["experts.epochs=3"]).experts
-    annealed = apply_overrides(cfg, ["experts.epochs=3", "experts.anneal_epochs=1", "experts.anneal_factor=0.1"]).experts
-    assert [epoch_lr(annealed, e) for e in range(3)] == pytest.approx([0.03, 0.03, 0.003])
-    a = train_experts(pairs, None, plain, cfg.model, 32, seed=3)
-    b = train_experts(pairs, None, annealed, cfg.model, 32, seed=3)
-    for ta, tb in zip(a.tracks, b.tracks):
-        assert all(torch.equal(x, y) for x, y in zip(ta.buffer[:3], tb.buffer[:3]))   # θ*_0 … θ*_2
-        assert not torch.equal(ta.buffer[3], tb.buffer[3])
-        # the annealed epoch moved the model about a tenth as far (momentum carries some of the old step)
-        step_a, step_b = (ta.buffer[3] - ta.buffer[2]).norm(), (tb.buffer[3] - tb.buffer[2]).norm()
-        assert step_b < 0.5 * step_a
-        assert tb.opt.param_groups[0]["lr"] == pytest.approx(0.003)
-
-
-@pytest.mark.parametrize("bad", [["experts.anneal_epochs=8"], ["experts.anneal_epochs=-1"],
-                                 ["experts.anneal_epochs=1", "experts.anneal_factor=0"],
-                                 ["experts.anneal_epochs=1", "experts.anneal_factor=2"]])
-def test_bad_anneal_settings_are_named(bad):
-    from mdw.config import ConfigError
-
-    with pytest.raises(ConfigError, match="anneal"):
-        apply_overrides(RunConfig(), bad)

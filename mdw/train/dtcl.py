@@ -93,16 +93,6 @@ def make_tracks(n: int, model_cfg: ModelConfig, image_size: int, cfg: ExpertConf
     return tracks
 
 
-def epoch_lr(cfg: ExpertConfig, epoch: int) -> float:
-    """The lr of 0-based `epoch`: experts.lr, times anneal_factor in the last anneal_epochs epochs."""
-    return cfg.lr * (cfg.anneal_factor if epoch >= cfg.epochs - cfg.anneal_epochs else 1.0)
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
-
-
 def expert_hint(cfg: ExpertConfig) -> str:
     return lower_lr_hint(("experts.lr", cfg.lr)) + (f", or clip the gradient (experts.grad_clip now {cfg.grad_clip:g})"
                                                    if cfg.grad_clip > 0 else ", or set experts.grad_clip=1")
@@ -191,8 +181,6 @@ def train_experts(pairs: PairTensors, test: Optional[RetrievalSplit], cfg: Exper
     history = []
     for epoch in range(cfg.epochs):
         metrics: dict = {"epoch": epoch + 1}
-        for t in tracks:
-            set_lr(t.opt, epoch_lr(cfg, epoch))
         for k, t in enumerate(tracks):
             if not cfg.dtcl:
                 mode, weights = "infonce", None
