@@ -180,9 +180,12 @@ def timed_maps(model, images: np.ndarray, captions: list, image_of: np.ndarray, 
     return wms, 1000 * dt / max(n_maps, 1)
 
 
-PLAIN = CamOptions(align=False, shifts=1, positive=False, contrast=0.0, flip=False, blur=0.0)
+PLAIN = CamOptions(align=False, shifts=1, positive=False, contrast=0.0, flip=False, blur=0.0, attribution="cam",
+                   context=(0.0, 0.0))
 _STEPS = (("aligned cells", "align"), ("shift-and-stitch", "shifts"), ("positive weights", "positive"),
-          ("word contrast", "contrast"), ("flip averaging", "flip"))
+          ("word contrast", "contrast"), ("flip averaging", "flip"), ("integrated gradients", "attribution"),
+          ("word context", "context"))
+BEFORE = dataclasses.replace(CamOptions(), attribution="cam", context=(0.0, 0.0))   # the default maps until issue 17
 
 
 def ablations(cam: CamOptions) -> list:
@@ -236,6 +239,7 @@ def run(cfg: HeatmapBenchConfig, log: Callable[[str], None] = _print, model=None
     if cfg.run_default:
         run_model, info["run_default_train"] = expert_for(p, cfg, ExpertConfig(), cache, log)
         score(RUN_DEFAULT, run_model, cfg.cam)
+        score(f"{RUN_DEFAULT}, Grad-CAM maps of before", run_model, BEFORE)
     score("random-init", rand, cfg.cam)
     score("random-init, plain Grad-CAM", rand, PLAIN)
     rows.append({**base, "method": "centre", **score_points(tgts, [(0.5, 0.5)] * len(tgts))})
@@ -299,22 +303,27 @@ def render(rows: list, cfg: HeatmapBenchConfig, info: dict, summary: dict) -> st
            "size; the centre of the pixels within 0.1 % of the maximum) lies inside the box of the object the "
            "word names, no tolerance; an all-zero map is a miss. `pointing_multi`: scenes with 2-3 objects only "
            "(the right object must be chosen). `n_words`: scored words. `ms_per_map`: wall time of `word_maps` "
-           f"per map drawn (tokens, forward passes, Grad-CAM, upsampling; batches of {cfg.batch_size} captions; "
+           f"per map drawn (tokens, forward and backward passes, upsampling; batches of {cfg.batch_size} captions; "
            f"{info.get('threads', '?')} CPU threads).\n\n"
            "Methods. `expert`: the default word maps (`CamOptions`: "
-           f"align={cam.align}, shifts={cam.shifts}, positive={cam.positive}, contrast={cam.contrast}) — Grad-CAM on "
-           "the last map of the word's projected token feature minus contrast × the caption's feature (the token "
-           "state shares much of its caption's meaning), each cell placed where it looks in the image (the stride-2 "
-           "convolutions centre the 4×4 cells 7.5 px up-left of their middles), shift-and-stitch over "
-           f"{cam.shifts}×{cam.shifts} shifted copies (a {4 * cam.shifts}×{4 * cam.shifts} map instead of 4×4: "
-           "the argmax of a "
-           "bilinearly upsampled 4×4 map can only land on 16 points, which leaves about a quarter of the boxes "
-           "unreachable), only channels with a positive Grad-CAM weight, the average with the map of the "
-           "horizontally flipped image (flipped back), and a Gaussian blur (σ = 3 % of the side). The `expert, ...` rows start from plain "
-           "Grad-CAM and add one change at a time. `caption map for every word`: the whole caption's map for each "
-           "word (no word specificity). `random-init`: an untrained model of the same architecture. `centre`: always "
-           "the image centre. `random-point`: the expected score of a uniformly random point (the mean box area). "
-           "`run-default expert`: the default word maps drawn with the run-default expert.\n\n")
+           f"attribution={cam.attribution}, ig_steps={cam.ig_steps}, context={tuple(cam.context)}, "
+           f"align={cam.align}, shifts={cam.shifts}, positive={cam.positive}, contrast={cam.contrast}): the mean "
+           "of two maps, each scaled to [0, 1], for the word's direction — its projected token feature minus "
+           "contrast × the caption's feature (the token state shares much of its caption's meaning), plus "
+           f"{cam.context[0]:g} × the previous and {cam.context[1]:g} × the next word's direction (a modifier and "
+           "its noun name one object). (1) Integrated gradients on the pixels (Sundararajan et al. 2017; "
+           f"{cam.ig_steps} steps from a plain image of the border's median colour; the positive part summed "
+           f"over colours; blur σ = {100 * cam.ig_blur:g} % of the side). (2) Grad-CAM on the last map, each cell "
+           "placed where it looks in the image (the stride-2 convolutions centre the 4×4 cells 7.5 px up-left "
+           f"of their middles), shift-and-stitch over {cam.shifts}×{cam.shifts} shifted copies (a "
+           f"{4 * cam.shifts}×{4 * cam.shifts} map instead of 4×4), only channels with a positive weight, the "
+           "average with the map of the horizontally flipped image, a Gaussian blur (σ = 3 % of the side). The "
+           "`expert, ...` rows start from plain Grad-CAM and add one change at a time. `caption map for every "
+           "word`: the whole caption's map for each word (no word specificity). `random-init`: an untrained model "
+           "of the same architecture. `centre`: always the image centre. `random-point`: the expected score of a "
+           "uniformly random point (the mean box area). `run-default expert`: the default word maps drawn with "
+           "the run-default expert; `..., Grad-CAM maps of before`: the same expert with the maps of before "
+           "this change (attribution=cam, no word context).\n\n")
     md += markdown_table(rows, cols)
     md += (f"\nTarget (expert ≥ 80 % and ≥ 2× the centre baseline): "
            f"{'met' if summary['target_met'] else 'not met'} — expert {summary['expert_pointing']:.1f} %, "

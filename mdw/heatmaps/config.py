@@ -22,6 +22,19 @@ class CamOptions:
     blur: float = 0.03      # Gaussian blur of the final map, σ as a fraction of its side (2 px at 64)
     layer: str = ""         # the tower's map drawn on ("": the last; "stages.1": cpu-small's 8×8 at 64 px)
     weighting: str = "grad"  # grad: Grad-CAM channel weights | layer: Layer-CAM per-cell positive gradients
+    attribution: str = "ig+cam"  # cam: Grad-CAM (the settings above) | ig: integrated gradients on the pixels
+                            #   (mdw.models.attribution) | ig+cam: the mean of the two maps, each scaled to [0, 1]
+    ig_steps: int = 8       # integrated gradients: terms of the Riemann sum from the plain background image
+    ig_blur: float = 0.06   # Gaussian blur of the integrated-gradients map, σ as a fraction of its side
+    context: tuple = (1.0, 0.5)  # weights of the previous and the next word of the caption added to a word's
+                            #   direction (a modifier and its noun name one object); (0, 0): the word alone
+
+    def __post_init__(self):
+        if self.attribution not in ("cam", "ig", "ig+cam"):
+            raise ConfigError(f"heatmap attribution: unknown {self.attribution!r}; known: cam, ig, ig+cam")
+        if self.ig_steps < 1 or len(self.context) != 2:
+            raise ConfigError(f"heatmap options: need ig_steps >= 1 and two context weights, got "
+                              f"{self.ig_steps}, {self.context}")
 
     def to_dict(self) -> dict:
         return asdict(self)
