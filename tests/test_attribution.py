@@ -6,11 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mdw.config import ModelConfig
 from mdw.errors import ConfigError
 from mdw.heatmaps.compute import CamOptions, with_context, word_maps
 from mdw.models.attribution import attributions, border_colour, integrated_gradients
-from mdw.models.presets import build_model
 from test_heatmaps import PLANTED_CAPTION, planted, planted_image  # noqa: F401  (planted: a fixture)
 
 
