@@ -24,7 +24,7 @@ class CamOptions:
     weighting: str = "grad"  # grad: Grad-CAM channel weights | layer: Layer-CAM per-cell positive gradients
     attribution: str = "ig+cam"  # cam: Grad-CAM (the settings above) | ig: integrated gradients on the pixels
                             #   (mdw.models.attribution) | ig+cam: the mean of the two maps, each scaled to [0, 1]
-    ig_steps: int = 8       # integrated gradients: terms of the Riemann sum from the plain background image
+    ig_steps: int = 4       # integrated gradients: terms of the Riemann sum from the plain background image
     ig_blur: float = 0.06   # Gaussian blur of the integrated-gradients map, σ as a fraction of its side
     context: tuple = (1.0, 0.5)  # weights of the previous and the next word of the caption added to a word's
                             #   direction (a modifier and its noun name one object); (0, 0): the word alone
