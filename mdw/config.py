@@ -187,7 +187,7 @@ class EvalConfig:
                                  #   (METHOD §8), a coreset at coreset_lr | adam: every method by Adam at lr
     lr: float = 1e-3             # Adam's lr (evaluate.optimizer=adam, or a method written NAME@adam)
     coreset_lr: float = 0.1      # SGD lr of a coreset's students (every group); 0: the experts' lr. 0.1: best on the
-                                 #   scenes dev split at M 20 and 50 (docs/benchmarks/coreset_protocol.md)
+                                 #   scenes dev split at M 20 and 50, per group too (docs/benchmarks/coreset_protocol.md)
     coreset_lr_groups: list = field(default_factory=list)  # a coreset's SGD lr per parameter group (visual, text,
                                  #   logit_scale), overriding coreset_lr; []: coreset_lr for every group
     filter_fraction: float = -1.0  # filter-* baselines drop this fraction of pairs; < 0: the run's η (0.2 at η = 0)
