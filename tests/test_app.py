@@ -127,7 +127,7 @@ def test_pair_detail_and_stored_heatmaps(served):
     client, ctx, run_id = served
     item = ctx.view(run_id).heatmap_items()[0]
     image, desc, grid, note = client.predict(run_id, item["item_id"], api_name="/noisy_pair")
-    assert image and grid and f"pair {item['item_id']}" in desc and "Grad-CAM" in note
+    assert image and grid and f"pair {item['item_id']}" in desc and "per-word maps" in note
     grid, note = client.predict(run_id, 0, api_name="/corr_item")
     assert grid and "s(v, t)" in note
 
@@ -272,7 +272,7 @@ def test_every_tab_opens_on_meaningful_content(served):
     assert out[3] == 1 and "rows 1–50 of" in out[2]   # a new run opens on page 1
     pair, image, desc, heat, note = out[7:]   # (the gallery's ids are a gr.State: not in the API)
     assert pair == first_flagged_pair(ctx.view(run_id)) and image and f"pair {pair}" in desc
-    assert heat and "Grad-CAM" in note   # the first flagged pair is among the stored least-trusted maps
+    assert heat and "per-word maps" in note   # the first flagged pair is among the stored least-trusted maps
     *_, picked, image, text = client.predict(run_id, ["real", "distilled"], statuses, api_name="/embedding_open")
     assert image and text.startswith("distilled pair 0 (image point)")
     query, gallery, msg = client.predict(run_id, 5, api_name="/retrieval_open")

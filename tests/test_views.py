@@ -61,7 +61,7 @@ def test_first_flagged_pair_and_pair_detail(run):
     assert d.pair == want and d.caption == v.caption(want) and d.clean == pytest.approx(float(s["consensus"][i]))
     assert d.noisy == bool(s["is_noisy"][i]) and d.truth_text() in ("noisy (injected)", "clean")
     assert np.array_equal(d.image, v.pair_image(want))
-    assert d.maps.grid is not None and d.maps.grid.dtype == np.uint8 and "Grad-CAM" in d.maps.note
+    assert d.maps.grid is not None and d.maps.grid.dtype == np.uint8 and "per-word maps" in d.maps.note
     with pytest.raises(ValueError):
         pair_detail(v, 10 ** 6)
 

@@ -19,7 +19,8 @@ from .score_cmd import resolve_run_dir
 
 
 def add_parser(sub, runs_dir: str) -> None:
-    p = sub.add_parser("heatmap", help="per-word Grad-CAM heatmaps of an (image, caption) pair with a run's expert")
+    p = sub.add_parser("heatmap", help="per-word heatmaps (integrated gradients with Grad-CAM) of an (image, "
+                                       "caption) pair with a run's expert")
     p.add_argument("--run", required=True, help="a run id (in --runs) or a run folder")
     p.add_argument("--image", required=True, help="an image file")
     p.add_argument("--caption", required=True, help="the caption (quote it)")

@@ -121,13 +121,13 @@ def first_flagged_pair(view: RunView) -> Optional[int]:
 
 
 def word_maps(view: RunView, pair: int) -> WordMapGrid:
-    """The stored per-word Grad-CAM grid of a real pair (any group), or a note saying how to make it."""
+    """The stored per-word map grid of a real pair (any group), or a note saying how to make it."""
     row = None
     for g in HEATMAP_GROUPS:
         row = row if row is not None else view.find_heatmap(g, pair)
     if row is None:
         return WordMapGrid(None, "No stored heatmap for this pair: press “Compute heatmaps”.")
-    return grid_of_row(view, row, f"per-word Grad-CAM maps ({view.heatmap_item(row).group})")
+    return grid_of_row(view, row, f"per-word maps ({view.heatmap_item(row).group})")
 
 
 def grid_of_row(view: RunView, row: int, note: str) -> WordMapGrid:
@@ -140,7 +140,7 @@ def grid_of_row(view: RunView, row: int, note: str) -> WordMapGrid:
 
 def computed_word_maps(view: RunView, pair: int) -> WordMapGrid:
     """Compute (and store, group "app") the word maps of a real pair with the run's expert."""
-    return grid_of_row(view, view.compute_pair_heatmap(pair), "per-word Grad-CAM maps (computed now)")
+    return grid_of_row(view, view.compute_pair_heatmap(pair), "per-word maps (computed now)")
 
 
 def pair_detail(view: RunView, pair, compute_missing: bool = False) -> PairDetail:
