@@ -27,10 +27,18 @@ def test_bench_scale_measures_each_size_and_resumes(tmp_path):
 def test_anon_peak_sees_an_allocation():
     import time
 
+    import mmap
+
     import numpy as np
     base = scale.AnonPeak.now_kib() / 1024
     with scale.AnonPeak(every=0.005) as mem:
-        a = np.ones(64 * 2**20, dtype=np.uint8)        # 64 MiB, every page touched
-        time.sleep(0.05)
-        del a
-    assert mem.peak_mib >= base + 60
+        # 64 MiB of fresh anonymous pages, every page touched (a malloc'd array could reuse pages the
+        # process already holds); the sampler gets up to 5 s on a loaded machine to see them
+        buf = mmap.mmap(-1, 64 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        np.frombuffer(buf, dtype=np.uint8)[::4096] = 1
+        deadline = time.time() + 5
+        while mem.peak_mib < base + 60 and time.time() < deadline:
+            time.sleep(0.01)
+        seen = mem.peak_mib                              # the sampler thread's, before __exit__ reads again
+        del buf
+    assert seen >= base + 60
