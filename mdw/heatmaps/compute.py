@@ -1,4 +1,4 @@
-"""Per-word Grad-CAM heatmaps of (image, caption) pairs (METHOD §7).
+"""Per-word heatmaps of (image, caption) pairs (METHOD §7): integrated gradients with Grad-CAM.
 
     wm = word_maps(model, images01, captions)        # one WordMaps per caption
     wm[0].words, wm[0].positions, wm[0].maps, wm[0].scores
@@ -11,10 +11,12 @@ one word made of its pieces. Words that are punctuation only are dropped; a piec
 aligned (rare: text the tokenizer rewrites) is kept with position -1.
 
 A word's feature is h (the trainable projection) applied to the mean of its tokens' last hidden
-states in g0's space; its score is s(v, w) = cos(f(v), h(w)) and its map the Grad-CAM on the image
-tower's last spatial map (`mdw.models.gradcam`) of the word's direction minus `contrast` times the
-caption's (CamOptions: a token state shares much of its caption's meaning; the difference is what
-the word adds), with aligned cells, shift-and-stitch and positive channel weights.
+states in g0's space; its score is s(v, w) = cos(f(v), h(w)). Its map is drawn for the word's
+direction minus `contrast` times the caption's (a token state shares much of its caption's
+meaning; the difference is what the word adds), plus its neighbours' directions (`with_context`),
+as CamOptions.attribution says: by default the mean of integrated gradients on the pixels
+(`mdw.models.attribution`) and Grad-CAM on the image tower's last spatial map (`mdw.models.gradcam`:
+aligned cells, shift-and-stitch, positive channel weights).
 
 Distilled pairs have no words of their own: pass their decoded nearest captions as `captions`
 with `image_of` pointing each caption at its distilled image.
@@ -200,7 +202,6 @@ def _cam_maps(model, x: torch.Tensor, targets: torch.Tensor, size: int, cam: Cam
     if cam.blur > 0:
         maps = normalise_maps(blur_maps(maps, cam.blur * size))
     return maps, sims
-
 
 
 def to_float01(images: np.ndarray | torch.Tensor) -> torch.Tensor:
