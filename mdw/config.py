@@ -190,6 +190,9 @@ class EvalConfig:
                                  #   scenes dev split at M 20 and 50, per group too (docs/benchmarks/coreset_protocol.md)
     coreset_lr_groups: list = field(default_factory=list)  # a coreset's SGD lr per parameter group (visual, text,
                                  #   logit_scale), overriding coreset_lr; []: coreset_lr for every group
+    alpha_scale: float = 1.0     # a distilled set's students step at alpha_scale × its learned α; 1: the learned α
+                                 #   itself (METHOD §8). Matching learns α for N steps, students take `steps`
+                                 #   (docs/benchmarks/alpha_scale_dev.md)
     filter_fraction: float = -1.0  # filter-* baselines drop this fraction of pairs; < 0: the run's η (0.2 at η = 0)
     cross_arch: str = ""         # a second student preset (e.g. cpu-wide): cross-architecture rows
     baseline_iterations: int = 0  # distillation iterations of the distilled baselines; 0: distill.iterations
@@ -211,6 +214,8 @@ class EvalConfig:
                               f"(or [] for coreset_lr everywhere), got {self.coreset_lr_groups}")
         if self.seeds < 1 or self.steps < 0:
             raise ConfigError("evaluate: need seeds >= 1 and steps >= 0")
+        if not self.alpha_scale > 0:
+            raise ConfigError(f"evaluate.alpha_scale: must be > 0 (1: the learned α), got {self.alpha_scale}")
         if self.optimizer not in ("adam", "alpha"):
             raise ConfigError(f"evaluate.optimizer: unknown {self.optimizer!r}; known: adam, alpha")
 

@@ -59,6 +59,11 @@ def test_distill_bench_passes_its_batch_sizes_to_the_runs():
     assert rc.data.eta == 0.4 and not rc.heatmaps.enabled
     rc = bench.parent_config(bench.DistillBenchConfig(syn_batch=0, student_batch=0), "flickr8k", 0.0)
     assert (rc.distill.syn_batch, rc.evaluate.batch_size, rc.data.source) == (0, 0, "flickr8k")
+    assert rc.evaluate.alpha_scale == 1.0
+    cfg = bench.DistillBenchConfig(alpha_scale=4.0, ms={"scenes": [20]}, etas=[0.4], iterations=7, seeds=5)
+    assert bench.parent_config(cfg, "scenes", 0.4).evaluate.alpha_scale == 4.0
+    assert "4 × their learned α" in bench.run_line(bench.recorded(cfg))
+    assert "learned α" not in bench.run_line(bench.recorded(bench.DistillBenchConfig()))
 
 
 def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):

@@ -43,6 +43,7 @@ class DistillBenchConfig:
     student_steps: int = 300
     syn_batch: int = 50          # pairs per student step while matching (METHOD §4 minibatches b); M <= 50: all
     student_batch: int = 100     # evaluation students' minibatch; M <= 100: all
+    alpha_scale: float = 1.0     # distilled sets' students at alpha_scale × the learned α (evaluate.alpha_scale)
     cross_arch: str = ""
     scenes: ScenesConfig = field(default_factory=lambda: ScenesConfig(n_train=1000, n_dev=100, n_test=300))
     epochs: dict = field(default_factory=lambda: {"scenes": 6, "flickr8k": 3})
@@ -78,7 +79,8 @@ def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfi
     rc.index.enabled = rc.projection.enabled = False   # the views are not what is measured here
     rc.distill.iterations, rc.distill.syn_batch = cfg.iterations, cfg.syn_batch
     rc.evaluate = dataclasses.replace(rc.evaluate, methods=list(cfg.methods), seeds=cfg.seeds,
-                                      steps=cfg.student_steps, batch_size=cfg.student_batch, cross_arch=cfg.cross_arch)
+                                      steps=cfg.student_steps, batch_size=cfg.student_batch, cross_arch=cfg.cross_arch,
+                                      alpha_scale=cfg.alpha_scale)
     return rc.validate()
 
 
@@ -238,6 +240,9 @@ def run_line(c: dict) -> str:
     """One earlier or current bench run, as the table's provenance."""
     cases = "; ".join(f"{ds} M={','.join(map(str, ms))}" for ds, ms in c["ms"].items())
     extra = ", ".join(f"{k} {c[k]}" for k in ("syn_batch", "student_batch") if k in c)
+    if c.get("alpha_scale", 1.0) != 1.0:
+        extra += f", distilled sets' students at {c['alpha_scale']:g} × their learned α"
+
     if c.get("epochs"):
         extra += (", " if extra else "") + "expert epochs " + ", ".join(f"{ds} {c['epochs'][ds]}" for ds in c["ms"])
     return (f"{cases}, η {', '.join(map(str, c['etas']))}: {c['iterations']} iterations, {c['seeds']} seeds"
@@ -269,7 +274,9 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
           f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
           f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
           f"through FAISS. Expert rows: the experts trained on all the noisy pairs (upper bounds). "
-          f"sec_per_it: seconds per distillation iteration.\n\n" + markdown_table(rows, COLUMNS) +
+          + (f"Distilled sets' students step at {cfg.alpha_scale:g} × their learned α (evaluate.alpha_scale; "
+             f"coresets at evaluate.coreset_lr). " if cfg.alpha_scale != 1 else "") +
+          "sec_per_it: seconds per distillation iteration.\n\n" + markdown_table(rows, COLUMNS) +
           ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
            markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
           "\n## Runs merged into this table\n\n" + "\n".join(f"- {run_line(c)}" for c in live_runs(runs)) +

@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     s.add_argument("--syn-batch", type=int, default=None, help="pairs per student step while matching (0: all M)")
     s.add_argument("--student-batch", type=int, default=None, help="evaluation students' minibatch (0: all M)")
     s.add_argument("--cross-arch", default=None, help="a second student preset, e.g. cpu-wide")
+    s.add_argument("--alpha-scale", type=float, default=None,
+                   help="distilled sets' students step at this multiple of their learned α (default 1)")
     s.add_argument("--scenes-train", type=int, default=None)
     s.add_argument("--epochs", default=None, help="expert epochs per data set, DATASET:E;DATASET:E "
                    "(default scenes:6;flickr8k:3)")
@@ -115,7 +117,8 @@ def run_distill(args) -> int:
             setattr(cfg, name, getattr(args, name))
     for name, value in (("methods", args.methods and [m.strip() for m in args.methods.split(",")]),
                         ("iterations", args.iterations), ("seeds", args.seeds), ("student_steps", args.student_steps),
-                        ("cross_arch", args.cross_arch), ("flickr8k_path", args.flickr8k), ("out_dir", args.out)):
+                        ("cross_arch", args.cross_arch), ("flickr8k_path", args.flickr8k), ("out_dir", args.out),
+                        ("alpha_scale", args.alpha_scale)):
         if value:
             setattr(cfg, name, value)
     if args.scenes_train:

@@ -20,7 +20,8 @@ Student protocol: one for every method (`evaluate.optimizer=alpha`, the default)
 group, at a distilled set's learned α, or at `evaluate.coreset_lr` for a coreset (0.1, chosen on the
 scenes dev split: docs/benchmarks/coreset_protocol.md; 0: the experts' lr, every distilled set's start α). `METHOD@adam` trains that method's students by Adam at
 `evaluate.lr` instead (the other protocol, reported beside it); `evaluate.optimizer=adam` does so
-for every method.
+for every method. `evaluate.alpha_scale` k: every distilled set's students step at k × its learned α
+(matching learns α for N student steps; students take `evaluate.steps`), coresets unchanged.
 """
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def protocol_text(data: StudentData, ev: EvalConfig) -> str:
     if ev.optimizer == "adam" or data.alpha is None:
         return f"Adam, lr {ev.lr:g}"
     kind = "learned α" if data.learned_alpha else "lr"
-    return f"SGD, {kind} " + " / ".join(f"{a:.3g}" for a in data.alpha.tolist()) + f" ({'/'.join(GROUPS)})"
+    scaled = f" × {ev.alpha_scale:g}" if data.learned_alpha and ev.alpha_scale != 1 else ""
+    return f"SGD, {kind} " + " / ".join(f"{a:.3g}" for a in data.alpha.tolist()) + f" ({'/'.join(GROUPS)}){scaled}"
 
 
 def coreset_alpha(cfg: RunConfig) -> torch.Tensor:

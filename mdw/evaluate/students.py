@@ -60,13 +60,22 @@ def random_coreset(n_pairs: int, m: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_pairs, size=m, replace=False))
 
 
+def student_alpha(data: StudentData, cfg: EvalConfig) -> torch.Tensor:
+    """(len(GROUPS),) the SGD step sizes the students take: a distilled set's learned α times
+    evaluate.alpha_scale, a coreset's lr as it is. Raises ValueError when `data` has no α."""
+    if data.alpha is None:
+        raise ValueError("student_alpha: this student data has no step sizes (Adam students)")
+    return data.alpha * cfg.alpha_scale if data.learned_alpha else data.alpha
+
+
 def _optimizer(model: MDWModel, data: StudentData, cfg: EvalConfig) -> torch.optim.Optimizer:
     named = model.trainable_parameters()
     if cfg.optimizer == "alpha" and data.alpha is not None:
+        alpha = student_alpha(data, cfg)
         groups = {g: [] for g in GROUPS}
         for n, p in named:
             groups[param_group(n)].append(p)
-        return torch.optim.SGD([{"params": ps, "lr": float(data.alpha[GROUPS.index(g)])}
+        return torch.optim.SGD([{"params": ps, "lr": float(alpha[GROUPS.index(g)])}
                                 for g, ps in groups.items() if ps], lr=cfg.lr)
     return torch.optim.Adam([p for _, p in named], lr=cfg.lr)
 
@@ -98,8 +107,10 @@ def train_student(data: StudentData, model_cfg: ModelConfig, image_size: int, cf
 
 def _student_hint(data: StudentData, cfg: EvalConfig) -> str:
     if cfg.optimizer == "alpha" and data.alpha is not None and data.learned_alpha:
-        return (f"the students step at the set's learned α ({', '.join(f'{a:.3g}' for a in data.alpha.tolist())}); "
-                f"distil with a lower distill.lr_alpha, or train students by Adam (evaluate.optimizer=adam)")
+        scaled = f" × evaluate.alpha_scale {cfg.alpha_scale:g}" if cfg.alpha_scale != 1 else ""
+        return (f"the students step at the set's learned α ({', '.join(f'{a:.3g}' for a in data.alpha.tolist())})"
+                f"{scaled}; distil with a lower distill.lr_alpha, "
+                f"{'lower evaluate.alpha_scale, ' if scaled else ''}or train students by Adam (evaluate.optimizer=adam)")
     if cfg.optimizer == "alpha" and data.alpha is not None:
         key = "evaluate.coreset_lr_groups" if cfg.coreset_lr_groups else "evaluate.coreset_lr"
         return lower_lr_hint((key, float(data.alpha.max())))
