@@ -192,7 +192,8 @@ class EvalConfig:
                                  #   logit_scale), overriding coreset_lr; []: coreset_lr for every group
     alpha_scale: float = 1.0     # a distilled set's students step at alpha_scale × its learned α; 1: the learned α
                                  #   itself (METHOD §8). Matching learns α for N steps, students take `steps`
-                                 #   (docs/benchmarks/alpha_scale_dev.md)
+                                 #   (docs/benchmarks/alpha_scale_dev.md: 8 best on the scenes dev split; 1 stays
+                                 #   the default, METHOD §8)
     filter_fraction: float = -1.0  # filter-* baselines drop this fraction of pairs; < 0: the run's η (0.2 at η = 0)
     cross_arch: str = ""         # a second student preset (e.g. cpu-wide): cross-architecture rows
     baseline_iterations: int = 0  # distillation iterations of the distilled baselines; 0: distill.iterations
