@@ -75,6 +75,17 @@ def test_diverging_student_stops_with_a_named_error():
     assert e.value.stage == "evaluate" and "student seed 3" in e.value.at and "learned α" in str(e.value)
 
 
+def test_a_student_diverging_at_a_scaled_alpha_names_the_scale():
+    """α itself is fine (1e-3); 1e33 × it is not: the error points at evaluate.alpha_scale."""
+    g = torch.Generator().manual_seed(0)
+    data = StudentData(torch.rand(6, 3, 32, 32, generator=g), torch.randn(6, 384, generator=g), torch.eye(6),
+                       alpha=torch.tensor([1e-3, 1e-3, 1e-3]), learned_alpha=True)
+    train_student(data, ModelConfig(device="cpu"), 32, EvalConfig(steps=5), seed=3)   # k = 1 trains
+    with pytest.raises(DivergenceError) as e:
+        train_student(data, ModelConfig(device="cpu"), 32, EvalConfig(steps=5, alpha_scale=1e33), seed=3)
+    assert "evaluate.alpha_scale 1e+33" in str(e.value) and "lower evaluate.alpha_scale" in str(e.value)
+
+
 def test_a_nan_distilled_set_is_never_written_nor_taught(tmp_path):
     from mdw.evaluate.students import from_distilled
     syn = DistilledSet(torch.rand(2, 3, 8, 8), torch.randn(2, 4), torch.zeros(2, 2), torch.tensor([0.0, float("inf"), 0.0]),
