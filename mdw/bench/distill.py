@@ -242,7 +242,6 @@ def run_line(c: dict) -> str:
     extra = ", ".join(f"{k} {c[k]}" for k in ("syn_batch", "student_batch") if k in c)
     if c.get("alpha_scale", 1.0) != 1.0:
         extra += f", distilled sets' students at {c['alpha_scale']:g} × their learned α"
-
     if c.get("epochs"):
         extra += (", " if extra else "") + "expert epochs " + ", ".join(f"{ds} {c['epochs'][ds]}" for ds in c["ms"])
     return (f"{cases}, η {', '.join(map(str, c['etas']))}: {c['iterations']} iterations, {c['seeds']} seeds"
