@@ -64,6 +64,10 @@ def test_distill_bench_passes_its_batch_sizes_to_the_runs():
     assert bench.parent_config(cfg, "scenes", 0.4).evaluate.alpha_scale == 4.0
     assert "4 × their learned α" in bench.run_line(bench.recorded(cfg))
     assert "learned α" not in bench.run_line(bench.recorded(bench.DistillBenchConfig()))
+    one, eight = bench.recorded(bench.DistillBenchConfig()), bench.recorded(cfg)
+    assert bench._scale_text([one]) == ""
+    assert bench._scale_text([eight, eight]).startswith("Distilled sets' students step at 4 × their learned α")
+    assert "each run below names" in bench._scale_text([one, eight])
 
 
 def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):

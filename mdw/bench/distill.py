@@ -264,6 +264,18 @@ def live_runs(runs: list) -> list:
     return live[::-1]
 
 
+def _scale_text(runs: list) -> str:
+    """The header's word on evaluate.alpha_scale, from every run that owns rows (a merged table may
+    hold runs at different scales: then each run's provenance line says its own)."""
+    scales = {float(c.get("alpha_scale", 1.0)) for c in runs}
+    if scales == {1.0}:
+        return ""
+    if len(scales) > 1:
+        return "Distilled sets' students step at the multiple of their learned α each run below names. "
+    return (f"Distilled sets' students step at {scales.pop():g} × their learned α (evaluate.alpha_scale; "
+            f"coresets at evaluate.coreset_lr). ")
+
+
 def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> tuple:
     earlier = []
     if cfg.merge:
@@ -273,8 +285,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
           f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
           f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
           f"through FAISS. Expert rows: the experts trained on all the noisy pairs (upper bounds). "
-          + (f"Distilled sets' students step at {cfg.alpha_scale:g} × their learned α (evaluate.alpha_scale; "
-             f"coresets at evaluate.coreset_lr). " if cfg.alpha_scale != 1 else "") +
+          + _scale_text(live_runs(runs)) +
           "sec_per_it: seconds per distillation iteration.\n\n" + markdown_table(rows, COLUMNS) +
           ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
            markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
