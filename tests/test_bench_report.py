@@ -190,6 +190,17 @@ def test_summary_compares_mdw_with_the_strongest_baseline_and_its_start():
     assert line.endswith("methods at or above MDW: clean-coreset, ladder-p")
 
 
+def test_summary_leaves_out_comparisons_with_rows_not_measured():
+    # a Flickr8k case run without mtt-vl, lors and random printed "vs best of MTT-VL/LoRS +nan%"
+    row = lambda method, mr: {"dataset": "flickr8k", "eta": 0.4, "M": 100, "method": method, "arch": "cpu-small",
+                              "mean_recall": mr, "mean_recall_std": 0.1}
+    (line,) = bench.summarise([row("mdw", 2.4), row("clean-coreset", 1.0), row("filter-mtt-vl", 1.1)])
+    assert "nan" not in line and "MTT-VL/LoRS" not in line and "vs random" not in line
+    assert line.startswith("flickr8k η=0.4 M=100: MDW mean recall 2.40; vs the strongest baseline (filter-mtt-vl, 1.10) 2.18×")
+    (line,) = bench.summarise([row("mdw", 2.4), row("random", 1.2), row("lors", 0.8)])
+    assert "vs best of MTT-VL/LoRS +200.0%; vs random 2.00×" in line
+
+
 def test_benchmark_configs_record_no_machine_path(tmp_path):
     from mdw.bench.report import portable, write_results
     from mdw.runs.manager import repo_root
