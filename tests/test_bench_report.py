@@ -70,6 +70,18 @@ def test_distill_bench_passes_its_batch_sizes_to_the_runs():
     assert "each run below names" in bench._scale_text([one, eight])
 
 
+def test_distill_bench_sets_ceos_floor_only_when_asked():
+    from mdw.config import ConfigError, DistillConfig
+    default = bench.parent_config(bench.DistillBenchConfig(), "scenes", 0.4)
+    assert default.distill.ceo_floor == DistillConfig().ceo_floor
+    assert "CEO" not in bench.run_line(bench.recorded(bench.DistillBenchConfig()))
+    cfg = bench.DistillBenchConfig(ceo_floor=0.5, ms={"scenes": [20]}, etas=[0.4], iterations=7, seeds=5)
+    assert bench.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill.ceo_floor == 0.5
+    assert "CEO's λ (distill.ceo_floor) 0.5" in bench.run_line(bench.recorded(cfg))
+    with pytest.raises(ConfigError, match="distill.ceo_floor"):
+        bench.parent_config(bench.DistillBenchConfig(ceo_floor=1.5), "scenes", 0.4)
+
+
 def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
     import dataclasses
     import os

@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     s.add_argument("--cross-arch", default=None, help="a second student preset, e.g. cpu-wide")
     s.add_argument("--alpha-scale", type=float, default=None,
                    help="distilled sets' students step at this multiple of their learned α (default 1)")
+    s.add_argument("--ceo-floor", type=float, default=None,
+                   help="CEO's λ (distill.ceo_floor) for every distilled set (default: the config's)")
     s.add_argument("--scenes-train", type=int, default=None)
     s.add_argument("--epochs", default=None, help="expert epochs per data set, DATASET:E;DATASET:E "
                    "(default scenes:6;flickr8k:3)")
@@ -91,6 +93,8 @@ def run_detection(args) -> int:
         cfg.flickr8k_epochs = args.flickr8k_epochs
     if args.flickr8k:
         cfg.flickr8k_path = args.flickr8k
+    if args.ceo_floor is not None:
+        cfg.ceo_floor = args.ceo_floor
     if args.scenes_train:
         cfg.scenes.n_train = args.scenes_train
     if args.out:
@@ -121,6 +125,8 @@ def run_distill(args) -> int:
                         ("alpha_scale", args.alpha_scale)):
         if value:
             setattr(cfg, name, value)
+    if args.ceo_floor is not None:
+        cfg.ceo_floor = args.ceo_floor
     if args.scenes_train:
         cfg.scenes.n_train = args.scenes_train
     if args.epochs:
