@@ -82,6 +82,25 @@ def test_distill_bench_sets_ceos_floor_only_when_asked():
         bench.parent_config(bench.DistillBenchConfig(ceo_floor=1.5), "scenes", 0.4)
 
 
+def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
+    # `bench detection` once read args.ceo_floor, a flag only `bench distill` has (AttributeError)
+    from mdw.bench import detection
+    from mdw.cli.main import main
+    seen = {}
+
+    def record(name):   # the benches themselves are measured elsewhere; here only the configs they get
+        def run(cfg, log=print):
+            seen[name] = cfg
+            return [], "", ["table"]
+        return run
+    monkeypatch.setattr(detection, "run", record("detection"))
+    monkeypatch.setattr(bench, "run", record("distill"))
+    assert main(["bench", "detection", "--datasets", "scenes", "--etas", "0.4", "--scenes-train", "200"]) == 0
+    assert seen["detection"].datasets == ["scenes"] and seen["detection"].scenes.n_train == 200
+    main(["bench", "distill", "--datasets", "scenes:20", "--etas", "0.4", "--ceo-floor", "0.5", "--alpha-scale", "8"])
+    assert (seen["distill"].ceo_floor, seen["distill"].alpha_scale, seen["distill"].ms) == (0.5, 8.0, {"scenes": [20]})
+
+
 def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
     import dataclasses
     import os

@@ -93,8 +93,6 @@ def run_detection(args) -> int:
         cfg.flickr8k_epochs = args.flickr8k_epochs
     if args.flickr8k:
         cfg.flickr8k_path = args.flickr8k
-    if args.ceo_floor is not None:
-        cfg.ceo_floor = args.ceo_floor
     if args.scenes_train:
         cfg.scenes.n_train = args.scenes_train
     if args.out:
