@@ -246,6 +246,19 @@ def test_benchmark_configs_record_no_machine_path(tmp_path):
     assert str(tmp_path) not in text and repo_root() not in text
 
 
+def test_a_rerun_with_an_absolute_data_path_is_not_recorded_twice(tmp_path):
+    # the table stores paths machine-free, so comparing the raw config never matched: each partial
+    # write of one run added it again to the table's runs
+    from mdw.bench.report import write_results
+    cfg = bench.DistillBenchConfig(ms={"flickr8k": [100]}, etas=[0.4], out_dir=str(tmp_path),
+                                   flickr8k_path=str(tmp_path / "flickr8k"), merge=True)
+    other = dict(bench.recorded(bench.DistillBenchConfig()), note="an earlier run")
+    row = {"dataset": "flickr8k", "eta": 0.4, "M": 100, "method": "mdw", "mean_recall": 2.0}
+    write_results(str(tmp_path), "distill", [row], {"runs": [other, bench.recorded(cfg)]}, "# x\n")
+    _, _, earlier = bench.merge_previous(cfg, [row], [])
+    assert [c["note"] for c in earlier] == ["an earlier run"]
+
+
 def test_distill_bench_expert_epochs_per_data_set_reach_the_parent_run():
     cfg = bench.DistillBenchConfig(ms={"scenes": [20]})
     cfg.epochs = dict(cfg.epochs, **bench.parse_epochs("flickr8k:8"))

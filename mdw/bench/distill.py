@@ -25,7 +25,7 @@ from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
 from .memory import peak_memory
-from .report import markdown_table, read_previous, write_results
+from .report import earlier_runs, markdown_table, read_previous, write_results
 
 BASELINES = ("random", "mtt-vl", "lors")
 STRONG_BASELINES = ("random", "clean-coreset", "mtt-vl", "lors", "filter-mtt-vl", "filter-lors", "mdw-init")
@@ -237,7 +237,7 @@ def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
     kept = [r for r in old if r["dataset"] != "memory"
             and (r["M"] is None or (r["dataset"], r["eta"], r["M"]) not in cases)]
     old_memory = [r for r in old if r["dataset"] == "memory"]
-    earlier = [c for c in old_cfg.get("runs", [old_cfg]) if c != recorded(cfg)]  # partial writes of this run
+    earlier = earlier_runs(old_cfg, recorded(cfg))
     return add_rows(kept, rows), memory or old_memory, earlier   # expert rows measured again replace the old
 
 

@@ -75,3 +75,11 @@ def read_previous(out_dir: str, name: str):
         rows = json.load(f)
     with open(os.path.join(out_dir, f"{name}.config.json"), encoding="utf-8") as f:
         return rows, json.load(f)["config"]
+
+
+def earlier_runs(old_config: dict, mine: dict) -> list:
+    """The run configs an earlier table at the same place records ("runs", or the one config an older
+    table holds), without this run's own partial writes. `mine` is compared as write_results stores it
+    (machine paths made portable), so an absolute folder or data path does not make it a new run."""
+    me = portable(mine)
+    return [c for c in old_config.get("runs", [old_config]) if c != me]

@@ -20,7 +20,7 @@ import numpy as np
 from ..config import EvalConfig, RunConfig
 from ..errors import ConfigError
 from ..evaluate.methods import coreset_alpha
-from .report import markdown_table, portable, read_previous, write_results
+from .report import earlier_runs, markdown_table, read_previous, write_results
 
 COLUMNS = ["dataset", "eta", "M", "iterations", "variant", "eval", "mean_recall", "mean_recall_std", "IR@1", "TR@1",
            "L_TM_start", "L_TM_end", "p_diag", "distill_seconds"]
@@ -162,8 +162,7 @@ def write(cfg: SweepConfig, rows: list) -> tuple:
         key = lambda r: (r["dataset"], r["eta"], r["M"], r["variant"], r["eval"], r.get("iterations"))
         mine = {key(r) for r in rows}
         rows = [r for r in old if key(r) not in mine] + rows
-        mine_as_recorded = portable(runs[0])   # as the file holds it: the partial writes of this run drop out
-        runs = [c for c in old_cfg.get("runs", [old_cfg]) if c != mine_as_recorded] + runs
+        runs = earlier_runs(old_cfg, runs[0]) + runs
     flat = [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
     md = ("# Distillation settings on the dev split (`python -m mdw bench sweep`)\n\n"
           "Students from scratch on each variant's set, scored on the clean DEV split (never the test split), "
