@@ -82,6 +82,18 @@ def test_distill_bench_sets_ceos_floor_only_when_asked():
         bench.parent_config(bench.DistillBenchConfig(ceo_floor=1.5), "scenes", 0.4)
 
 
+def test_distill_bench_sets_syn_steps_only_when_asked():
+    from mdw.config import ConfigError, DistillConfig
+    default = bench.parent_config(bench.DistillBenchConfig(), "scenes", 0.4)
+    assert default.distill.syn_steps == DistillConfig().syn_steps
+    assert "distill.syn_steps" not in bench.run_line(bench.recorded(bench.DistillBenchConfig()))
+    cfg = bench.DistillBenchConfig(syn_steps=16, ms={"scenes": [20]}, etas=[0.4], iterations=7, seeds=5)
+    assert bench.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill.syn_steps == 16
+    assert "N = 16 student steps per matching (distill.syn_steps)" in bench.run_line(bench.recorded(cfg))
+    with pytest.raises(ConfigError, match="syn_steps"):
+        bench.parent_config(bench.DistillBenchConfig(syn_steps=0), "scenes", 0.4)
+
+
 def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
     # `bench detection` once read args.ceo_floor, a flag only `bench distill` has (AttributeError)
     from mdw.bench import detection
@@ -97,8 +109,10 @@ def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
     monkeypatch.setattr(bench, "run", record("distill"))
     assert main(["bench", "detection", "--datasets", "scenes", "--etas", "0.4", "--scenes-train", "200"]) == 0
     assert seen["detection"].datasets == ["scenes"] and seen["detection"].scenes.n_train == 200
-    main(["bench", "distill", "--datasets", "scenes:20", "--etas", "0.4", "--ceo-floor", "0.5", "--alpha-scale", "8"])
+    main(["bench", "distill", "--datasets", "scenes:20", "--etas", "0.4", "--ceo-floor", "0.5", "--alpha-scale", "8",
+          "--syn-steps", "16"])
     assert (seen["distill"].ceo_floor, seen["distill"].alpha_scale, seen["distill"].ms) == (0.5, 8.0, {"scenes": [20]})
+    assert seen["distill"].syn_steps == 16
 
 
 def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):

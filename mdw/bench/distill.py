@@ -45,6 +45,7 @@ class DistillBenchConfig:
     student_batch: int = 100     # evaluation students' minibatch; M <= 100: all
     alpha_scale: float = 1.0     # distilled sets' students at alpha_scale × the learned α (evaluate.alpha_scale)
     ceo_floor: float | None = None   # distill.ceo_floor (CEO's λ) of every distilled set; None: the config default
+    syn_steps: int | None = None     # distill.syn_steps (N) of every distilled set; None: the config default
     cross_arch: str = ""
     scenes: ScenesConfig = field(default_factory=lambda: ScenesConfig(n_train=1000, n_dev=100, n_test=300))
     epochs: dict = field(default_factory=lambda: {"scenes": 6, "flickr8k": 3})
@@ -81,6 +82,8 @@ def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfi
     rc.distill.iterations, rc.distill.syn_batch = cfg.iterations, cfg.syn_batch
     if cfg.ceo_floor is not None:
         rc.distill.ceo_floor = cfg.ceo_floor
+    if cfg.syn_steps is not None:
+        rc.distill.syn_steps = cfg.syn_steps
     rc.evaluate = dataclasses.replace(rc.evaluate, methods=list(cfg.methods), seeds=cfg.seeds,
                                       steps=cfg.student_steps, batch_size=cfg.student_batch, cross_arch=cfg.cross_arch,
                                       alpha_scale=cfg.alpha_scale)
@@ -249,6 +252,8 @@ def run_line(c: dict) -> str:
         extra += f", distilled sets' students at {c['alpha_scale']:g} × their learned α"
     if c.get("ceo_floor") is not None:
         extra += f", CEO's λ (distill.ceo_floor) {c['ceo_floor']:g}"
+    if c.get("syn_steps") is not None:
+        extra += f", N = {c['syn_steps']} student steps per matching (distill.syn_steps)"
     if c.get("epochs"):
         extra += (", " if extra else "") + "expert epochs " + ", ".join(f"{ds} {c['epochs'][ds]}" for ds in c["ms"])
     return (f"{cases}, η {', '.join(map(str, c['etas']))}: {c['iterations']} iterations, {c['seeds']} seeds"

@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
                    help="distilled sets' students step at this multiple of their learned α (default 1)")
     s.add_argument("--ceo-floor", type=float, default=None,
                    help="CEO's λ (distill.ceo_floor) for every distilled set (default: the config's)")
+    s.add_argument("--syn-steps", type=int, default=None,
+                   help="N, student steps per matching (distill.syn_steps), for every distilled set (default: the config's)")
     s.add_argument("--scenes-train", type=int, default=None)
     s.add_argument("--epochs", default=None, help="expert epochs per data set, DATASET:E;DATASET:E "
                    "(default scenes:6;flickr8k:3)")
@@ -125,6 +127,8 @@ def run_distill(args) -> int:
             setattr(cfg, name, value)
     if args.ceo_floor is not None:
         cfg.ceo_floor = args.ceo_floor
+    if args.syn_steps is not None:
+        cfg.syn_steps = args.syn_steps
     if args.scenes_train:
         cfg.scenes.n_train = args.scenes_train
     if args.epochs:
