@@ -70,28 +70,19 @@ def test_distill_bench_passes_its_batch_sizes_to_the_runs():
     assert "each run below names" in bench._scale_text([one, eight])
 
 
-def test_distill_bench_sets_ceos_floor_only_when_asked():
+@pytest.mark.parametrize("key, value, text, bad", [
+    ("ceo_floor", 0.5, "CEO's λ (distill.ceo_floor) 0.5", 1.5),
+    ("syn_steps", 16, "N = 16 student steps per matching (distill.syn_steps)", 0)])
+def test_distill_bench_sets_a_distill_setting_only_when_asked(key, value, text, bad):
     from mdw.config import ConfigError, DistillConfig
     default = bench.parent_config(bench.DistillBenchConfig(), "scenes", 0.4)
-    assert default.distill.ceo_floor == DistillConfig().ceo_floor
-    assert "CEO" not in bench.run_line(bench.recorded(bench.DistillBenchConfig()))
-    cfg = bench.DistillBenchConfig(ceo_floor=0.5, ms={"scenes": [20]}, etas=[0.4], iterations=7, seeds=5)
-    assert bench.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill.ceo_floor == 0.5
-    assert "CEO's λ (distill.ceo_floor) 0.5" in bench.run_line(bench.recorded(cfg))
-    with pytest.raises(ConfigError, match="distill.ceo_floor"):
-        bench.parent_config(bench.DistillBenchConfig(ceo_floor=1.5), "scenes", 0.4)
-
-
-def test_distill_bench_sets_syn_steps_only_when_asked():
-    from mdw.config import ConfigError, DistillConfig
-    default = bench.parent_config(bench.DistillBenchConfig(), "scenes", 0.4)
-    assert default.distill.syn_steps == DistillConfig().syn_steps
-    assert "distill.syn_steps" not in bench.run_line(bench.recorded(bench.DistillBenchConfig()))
-    cfg = bench.DistillBenchConfig(syn_steps=16, ms={"scenes": [20]}, etas=[0.4], iterations=7, seeds=5)
-    assert bench.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill.syn_steps == 16
-    assert "N = 16 student steps per matching (distill.syn_steps)" in bench.run_line(bench.recorded(cfg))
-    with pytest.raises(ConfigError, match="syn_steps"):
-        bench.parent_config(bench.DistillBenchConfig(syn_steps=0), "scenes", 0.4)
+    assert getattr(default.distill, key) == getattr(DistillConfig(), key)
+    assert f"(distill.{key})" not in bench.run_line(bench.recorded(bench.DistillBenchConfig()))
+    cfg = bench.DistillBenchConfig(**{key: value}, ms={"scenes": [20]}, etas=[0.4], iterations=7, seeds=5)
+    assert getattr(bench.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill, key) == value
+    assert text in bench.run_line(bench.recorded(cfg))
+    with pytest.raises(ConfigError, match=key):
+        bench.parent_config(bench.DistillBenchConfig(**{key: bad}), "scenes", 0.4)
 
 
 def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
