@@ -101,9 +101,9 @@ def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
     assert main(["bench", "detection", "--datasets", "scenes", "--etas", "0.4", "--scenes-train", "200"]) == 0
     assert seen["detection"].datasets == ["scenes"] and seen["detection"].scenes.n_train == 200
     main(["bench", "distill", "--datasets", "scenes:20", "--etas", "0.4", "--ceo-floor", "0.5", "--alpha-scale", "8",
-          "--syn-steps", "16"])
+          "--syn-steps", "16", "--run-seed", "2"])
     assert (seen["distill"].ceo_floor, seen["distill"].alpha_scale, seen["distill"].ms) == (0.5, 8.0, {"scenes": [20]})
-    assert seen["distill"].syn_steps == 16
+    assert seen["distill"].syn_steps == 16 and seen["distill"].seed == 2
 
 
 def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
@@ -290,3 +290,52 @@ def test_a_case_recorded_before_a_key_was_added_is_still_the_same_case(tmp_path)
     changed = rc.to_dict()
     changed["evaluate"]["coreset_lr_groups"] = [0.1, 0.3, 0.3]
     assert bench.finished_run(store, changed, need=["evaluate"]) == ""
+
+
+def test_run_seeds_of_one_case_merge_side_by_side_and_give_the_spread_across_runs(tmp_path):
+    # two runs of one case moved every row by more than its student-seed spread: the run seed is part
+    # of the case, and the table compares MDW with the others paired by run
+    def rows(seed, mdw, init, clean, flt, std=0.5):
+        out = [dict(_row("scenes", 0.4, 20, k, v), mean_recall_std=std)
+               for k, v in (("mdw", mdw), ("mdw-init", init), ("clean-coreset", clean), ("filter-mtt-vl", flt))]
+        out.append(_row("scenes", 0.4, None, "expert-dtcl", 40.0 + seed))
+        return [dict(r, run_seed=seed) for r in out]
+    old = [{k: v for k, v in r.items() if k != "run_seed"} for r in rows(0, 12.0, 8.0, 9.0, 9.5)]  # before run seeds
+    (tmp_path / "distill.json").write_text(json.dumps(old))
+    (tmp_path / "distill.config.json").write_text(json.dumps({"config": bench.recorded(bench.DistillBenchConfig(
+        ms={"scenes": [20]}, etas=[0.4]))}))
+    for seed, vals in ((1, (16.0, 9.0, 12.0, 7.0)), (2, (14.0, 10.0, 10.0, 11.0))):
+        cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [20]}, etas=[0.4], merge=True, seed=seed)
+        summary, paths = bench.write(cfg, rows(seed, *vals), [], 1.0)
+    table = json.loads(open(paths[0]).read())
+    assert sorted((r.get("run_seed", 0), r["method"]) for r in table if r["method"] == "mdw") == [
+        (0, "mdw"), (1, "mdw"), (2, "mdw")]
+    assert sorted(r["mean_recall"] for r in table if r["method"] == "expert-dtcl") == [40.0, 41.0, 42.0]
+    assert [s.split(":")[0] for s in summary] == [f"scenes η=0.4 M=20 run seed {s}" for s in (0, 1, 2)]
+    md = open(paths[2]).read()
+    assert md.count("run seed 1") >= 2 and "## Across run seeds" in md
+    spread, (line,) = bench.across_runs(table)
+    by = {r["method"]: r for r in spread}
+    assert set(by) == {"mdw", "mdw-init", "clean-coreset", "filter-mtt-vl"} and by["mdw"]["runs"] == 3
+    assert by["mdw"]["mean_recall"] == pytest.approx(14.0) and by["mdw"]["between_runs_std"] == pytest.approx(2.0)
+    assert (by["mdw"]["min"], by["mdw"]["max"], by["mdw"]["within_run_std"]) == (12.0, 16.0, 0.5)
+    # MDW − mdw-init per run: 4, 7, 4 -> mean 5, std sqrt(3)
+    assert "MDW − mdw-init +5.00 ± 1.73 (+2.9 std, above in 3 of 3 runs)" in line
+    # the strongest baseline by its mean over runs: clean-coreset (10.33) over filter-mtt-vl (9.17)
+    assert "vs the strongest baseline (clean-coreset, 10.33) 1.35×" in line
+    # against each run's own strongest: 12 / 9.5, 16 / 12, 14 / 11
+    assert "against each run's strongest: 1.26× to 1.33×" in line
+    assert "ladder-p" not in line            # not measured: no comparison
+
+
+def test_a_case_under_one_run_seed_has_no_across_runs_section(tmp_path):
+    cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [20]}, merge=True, seed=3)
+    summary, paths = bench.write(cfg, [dict(_row("scenes", 0.4, 20, "mdw", 10.0), run_seed=3)], [], 1.0)
+    assert summary[0].startswith("scenes η=0.4 M=20: MDW") and "Across run seeds" not in open(paths[2]).read()
+    assert "run seed 3" in bench.run_line(bench.recorded(cfg)) and "run seed" not in bench.run_line(
+        bench.recorded(bench.DistillBenchConfig()))
+    rc = bench.parent_config(cfg, "scenes", 0.4)
+    assert rc.seed == 3 and rc.data.noise_seed == 0       # other experts and draws, the same noisy data
+    runs = [dict(bench.recorded(bench.DistillBenchConfig(ms={"scenes": [20]}, etas=[0.4], seed=s)), note=str(s))
+            for s in (0, 1, 0)]
+    assert [c["note"] for c in bench.live_runs(runs)] == ["1", "0"]   # seed 0 measured again; seed 1 still owns rows

@@ -24,12 +24,12 @@ from ..runs.context import run_in_context
 from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
+from .across_runs import ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs
 from .memory import peak_memory
 from .report import earlier_runs, markdown_table, read_previous, write_results
 
 BASELINES = ("random", "mtt-vl", "lors")
-STRONG_BASELINES = ("random", "clean-coreset", "mtt-vl", "lors", "filter-mtt-vl", "filter-lors", "mdw-init")
-COLUMNS = ["dataset", "eta", "M", "method", "iterations", "arch", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
+COLUMNS = ["dataset", "eta", "M", "run_seed", "method", "iterations", "arch", "IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10",
            "mean_recall", "mean_recall_std", "sec_per_it", "eval_seconds"]
 
 
@@ -54,7 +54,7 @@ class DistillBenchConfig:
     runs_dir: str = ""           # "": a temporary folder, removed at the end
     merge: bool = False          # keep the rows of cases (data set, η, M) this run does not measure
     out_dir: str = "docs/benchmarks"
-    seed: int = 0
+    seed: int = 0                # the run seed: experts' initialisation and the distilled sets' draws (not the noise)
     note: str = ""               # recorded with this run's rows (e.g. which defaults changed since the others)
 
 
@@ -157,7 +157,12 @@ def child_run(store: RunStore, parent: str, rc: RunConfig, m: int) -> str:
     return run_id
 
 
-def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iterations: int) -> list:
+def case_of(r: dict) -> tuple:
+    """A row's case: (data set, η, M, run seed); a row written before run seeds were recorded: seed 0."""
+    return r["dataset"], r["eta"], r["M"], r.get("run_seed", 0)
+
+
+def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iterations: int, run_seed: int = 0) -> list:
     lay = open_run(store.run_dir(run_id))
     table = read_json(lay.eval_results)
     from ..distill.synset import DistilledSet
@@ -176,7 +181,8 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
             sec[r["method"]] = meta.get("seconds", np.nan) / its[r["method"]] if its[r["method"]] else None
     out = []
     for r in table["rows"]:
-        row = {"dataset": dataset, "eta": eta, "M": m if not r["method"].startswith("expert") else None, **r,
+        row = {"dataset": dataset, "eta": eta, "M": m if not r["method"].startswith("expert") else None,
+               "run_seed": run_seed, **r,
                "iterations": its.get(r["method"])}   # the distilled methods
         row["sec_per_it"] = sec.get(r["method"])
         row["eval_seconds"] = row.pop("seconds", None)
@@ -185,9 +191,9 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
 
 
 def add_rows(rows: list, new: list) -> list:
-    """rows + new, where an expert row (M None: one per data set, η, method, architecture, shared by
-    every M of the case) replaces the one already there instead of repeating it."""
-    key = lambda r: (r["dataset"], r["eta"], r["method"], r.get("arch"))
+    """rows + new, where an expert row (M None: one per data set, η, run seed, method, architecture,
+    shared by every M of the case) replaces the one already there instead of repeating it."""
+    key = lambda r: (r["dataset"], r["eta"], r.get("run_seed", 0), r["method"], r.get("arch"))
     again = {key(r) for r in new if r["M"] is None}
     return [r for r in rows if not (r["M"] is None and key(r) in again)] + new
 
@@ -195,17 +201,18 @@ def add_rows(rows: list, new: list) -> list:
 def summarise(rows: list) -> list:
     """The targets of the issue, checked per (data set, η, M) on the main architecture."""
     lines = []
-    cases = sorted({(r["dataset"], r["eta"], r["M"]) for r in rows if r["M"] is not None})
-    for ds, eta, m in cases:
-        by = {r["method"]: r for r in rows if (r["dataset"], r["eta"], r["M"]) == (ds, eta, m)
-              and r["arch"] == rows[0]["arch"]}
+    cases = sorted({case_of(r) for r in rows if r["M"] is not None})
+    seeds = lambda ds, eta, m: {s for d, e, mm, s in cases if (d, e, mm) == (ds, eta, m)}   # noqa: E731
+    for ds, eta, m, seed in cases:
+        by = {r["method"]: r for r in rows if case_of(r) == (ds, eta, m, seed) and r["arch"] == rows[0]["arch"]}
         if "mdw" not in by:
             continue
         mdw = by["mdw"]["mean_recall"]
         others = {k: v["mean_recall"] for k, v in by.items() if k != "mdw"}
         prior = [others[k] for k in ("mtt-vl", "lors") if k in others]
         beaten = [k for k, v in others.items() if v >= mdw]
-        line = f"{ds} η={eta} M={m}: MDW mean recall {mdw:.2f}"   # a comparison only with a row measured
+        line = f"{ds} η={eta} M={m}" + (f" run seed {seed}" if len(seeds(ds, eta, m)) > 1 else "")
+        line += f": MDW mean recall {mdw:.2f}"   # a comparison only with a row measured
         if prior:
             line += f"; vs best of MTT-VL/LoRS {(mdw / max(prior) - 1) * 100:+.1f}%"
         if "random" in others:
@@ -236,9 +243,8 @@ def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
     if previous is None:
         return rows, memory, []
     old, old_cfg = previous
-    cases = {(r["dataset"], r["eta"], r["M"]) for r in rows if r["M"] is not None}
-    kept = [r for r in old if r["dataset"] != "memory"
-            and (r["M"] is None or (r["dataset"], r["eta"], r["M"]) not in cases)]
+    cases = {case_of(r) for r in rows if r["M"] is not None}
+    kept = [r for r in old if r["dataset"] != "memory" and (r["M"] is None or case_of(r) not in cases)]
     old_memory = [r for r in old if r["dataset"] == "memory"]
     earlier = earlier_runs(old_cfg, recorded(cfg))
     return add_rows(kept, rows), memory or old_memory, earlier   # expert rows measured again replace the old
@@ -254,6 +260,8 @@ def run_line(c: dict) -> str:
         extra += f", CEO's λ (distill.ceo_floor) {c['ceo_floor']:g}"
     if c.get("syn_steps") is not None:
         extra += f", N = {c['syn_steps']} student steps per matching (distill.syn_steps)"
+    if c.get("seed"):
+        extra += (", " if extra else "") + f"run seed {c['seed']}"
     if c.get("epochs"):
         extra += (", " if extra else "") + "expert epochs " + ", ".join(f"{ds} {c['epochs'][ds]}" for ds in c["ms"])
     return (f"{cases}, η {', '.join(map(str, c['etas']))}: {c['iterations']} iterations, {c['seeds']} seeds"
@@ -265,7 +273,7 @@ def run_line(c: dict) -> str:
 def live_runs(runs: list) -> list:
     """The runs that still own a row: a case (data set, η, M) belongs to the last run that measured it,
     the memory rows to the last run that measured memory. config.json keeps every run."""
-    cases = lambda c: {(ds, eta, m) for ds, ms in c["ms"].items() for eta in c["etas"] for m in ms}
+    cases = lambda c: {(ds, eta, m, c.get("seed", 0)) for ds, ms in c["ms"].items() for eta in c["etas"] for m in ms}
     later_cases, later_memory, live = set(), False, []
     for c in reversed(runs):
         mine = cases(c) - later_cases
@@ -293,6 +301,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
     if cfg.merge:
         rows, memory, earlier = merge_previous(cfg, rows, memory)
     summary, runs = summarise(rows), earlier + [recorded(cfg)]
+    spread_rows, spread_lines = across_runs(rows)
     md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
           f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
           f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
@@ -302,7 +311,9 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
           ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
            markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
           "\n## Runs merged into this table\n\n" + "\n".join(f"- {run_line(c)}" for c in live_runs(runs)) +
-          "\n\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) + f"\n\nThe last run merged in took {minutes:.1f} min.\n")
+          "\n\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) +
+          (ACROSS_HEADER + markdown_table(spread_rows, ACROSS_COLUMNS) + "\n" + "\n".join(f"- {s}" for s in spread_lines)
+           if spread_rows else "") + f"\n\nThe last run merged in took {minutes:.1f} min.\n")
     config = {"runs": runs} if cfg.merge else runs[0]
     return summary, write_results(cfg.out_dir, "distill", rows + memory, config, md)
 
@@ -346,7 +357,7 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
                         child = child_run(store, parent, rc, m)
                     if run_in_context(store, child, lambda ctx: run_pipeline(ctx, show_bars=False)) != 0:
                         raise RuntimeError(f"{dataset} η={eta} M={m}: {store.read_status(child)['error']}")
-                new = rows_of(store, child, dataset, eta, m, cfg.iterations)
+                new = rows_of(store, child, dataset, eta, m, cfg.iterations, cfg.seed)
                 log(f"{dataset} η={eta} M={m}: {time.time() - t0:.0f} s; " +
                     ", ".join(f"{r['method']} {r['mean_recall']:.1f}" for r in new))
                 rows = add_rows(rows, new)

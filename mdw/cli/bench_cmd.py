@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     s.add_argument("--syn-steps", type=int, default=None,
                    help="N, student steps per matching (distill.syn_steps), for every distilled set (default: the config's)")
     s.add_argument("--scenes-train", type=int, default=None)
+    s.add_argument("--run-seed", type=int, default=None,
+                   help="run seed: the experts' initialisation and the distilled sets' draws (default 0); rows of "
+                        "other run seeds merge beside these, and the table gives the spread across runs")
     s.add_argument("--epochs", default=None, help="expert epochs per data set, DATASET:E;DATASET:E "
                    "(default scenes:6;flickr8k:3)")
     s.add_argument("--flickr8k", default=None, help="path of the Flickr8k folder")
@@ -131,6 +134,8 @@ def run_distill(args) -> int:
         cfg.syn_steps = args.syn_steps
     if args.scenes_train:
         cfg.scenes.n_train = args.scenes_train
+    if args.run_seed is not None:
+        cfg.seed = args.run_seed
     if args.epochs:
         cfg.epochs = dict(cfg.epochs, **distill.parse_epochs(args.epochs))
     cfg.runs_dir = args.runs

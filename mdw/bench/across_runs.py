@@ -1,0 +1,80 @@
+"""A distillation benchmark case measured under several run seeds: the spread between runs.
+
+Student seeds vary only the students; a run seed (`bench distill --run-seed`) also varies the experts'
+initialisation and the pairs a distilled set draws, so the same case on the same data gives other
+experts, another trusted pool and another starting set. Two runs of one case moved every row by more
+than its student-seed spread (docs/benchmarks/baselines_alpha8_n16_rerun/), so a claim that one method
+beats another is checked here on the paired difference across run seeds, not on one run's seed std.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+STRONG_BASELINES = ("random", "clean-coreset", "mtt-vl", "lors", "filter-mtt-vl", "filter-lors", "mdw-init")
+PAIRED = ("mdw-init", "clean-coreset", "ladder-p")   # MDW's start, selection alone, MDW without its pixels
+ACROSS_COLUMNS = ["dataset", "eta", "M", "method", "runs", "mean_recall", "between_runs_std", "within_run_std",
+                  "min", "max"]
+ACROSS_HEADER = ("\n\n## Across run seeds\n\nCases measured under more than one run seed (experts trained again "
+                 "from another initialisation, another draw of the distilled sets' starting pairs; the same noisy "
+                 "data and student seeds). mean_recall: the mean over runs of each run's mean over student seeds; "
+                 "between_runs_std: the sample std (ddof 1) of those run means; within_run_std: the mean of the "
+                 "runs' student-seed stds; min, max: the lowest and highest run mean. Methods measured in every "
+                 "run of the case only.\n\n")
+
+
+def _stats(values: list) -> tuple:
+    """(mean, sample std) of `values`; std 0.0 for one value."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def across_runs(rows: list) -> tuple:
+    """(rows, lines): per (data set, η, M) measured under ≥ 2 run seeds on the main architecture (the
+    first distilled row's), one row per method measured in every one of those runs (ACROSS_COLUMNS;
+    recall in %), and one line comparing MDW with the strongest baseline (by the mean over runs) and
+    with PAIRED: the difference MDW − X paired by run seed, its mean ± sample std, mean / std, and in
+    how many runs MDW was above. Rows without "run_seed" count as run seed 0. Raises nothing: a case
+    with one run, or without an MDW row in every run, is left out."""
+    cased = [r for r in rows if r.get("M") is not None and r.get("dataset") != "memory"]
+    if not cased:
+        return [], []
+    arch = cased[0].get("arch")
+    by_case: dict = {}
+    for r in cased:
+        if r.get("arch") == arch:
+            key = (r["dataset"], r["eta"], r["M"])
+            by_case.setdefault(key, {}).setdefault(r.get("run_seed", 0), {})[r["method"]] = r
+    out_rows, lines = [], []
+    for (ds, eta, m), runs in sorted(by_case.items()):
+        if len(runs) < 2:
+            continue
+        seeds = sorted(runs)
+        common = [k for k in runs[seeds[0]] if all(k in runs[s] for s in seeds)]
+        recall = {k: [runs[s][k]["mean_recall"] for s in seeds] for k in common}
+        for k in common:
+            mean, std = _stats(recall[k])
+            within = float(np.mean([runs[s][k].get("mean_recall_std") or 0.0 for s in seeds]))
+            out_rows.append({"dataset": ds, "eta": eta, "M": m, "method": k, "runs": len(seeds), "mean_recall": mean,
+                             "between_runs_std": std, "within_run_std": within,
+                             "min": min(recall[k]), "max": max(recall[k])})
+        if "mdw" in recall:
+            lines.append(_compare(f"{ds} η={eta} M={m}, run seeds {', '.join(map(str, seeds))}", recall))
+    return out_rows, lines
+
+
+def _compare(label: str, recall: dict) -> str:
+    """One line: MDW against the strongest baseline and PAIRED, paired by run (recall: method -> list)."""
+    mdw = np.asarray(recall["mdw"])
+    line = f"{label}: MDW {mdw.mean():.2f} ± {_stats(mdw)[1]:.2f} over runs"
+    base = {k: float(np.mean(v)) for k, v in recall.items() if k in STRONG_BASELINES}
+    if base:
+        top = max(base, key=base.get)
+        per_run = mdw / np.max([recall[k] for k in base], axis=0)    # against each run's own strongest
+        line += (f"; vs the strongest baseline ({top}, {base[top]:.2f}) {mdw.mean() / base[top]:.2f}× "
+                 f"(against each run's strongest: {per_run.min():.2f}× to {per_run.max():.2f}×; target ≥ 1.15×)")
+    for k in [k for k in PAIRED + ((top,) if base and top not in PAIRED else ()) if k in recall]:
+        d = mdw - np.asarray(recall[k])
+        mean, std = _stats(d)
+        t = f"{mean / std:+.1f} std" if std > 1e-9 * max(1.0, abs(mean)) else "no spread"
+        line += f"; MDW − {k} {mean:+.2f} ± {std:.2f} ({t}, above in {int((d > 0).sum())} of {len(d)} runs)"
+    return line
