@@ -339,3 +339,31 @@ def test_a_case_under_one_run_seed_has_no_across_runs_section(tmp_path):
     runs = [dict(bench.recorded(bench.DistillBenchConfig(ms={"scenes": [20]}, etas=[0.4], seed=s)), note=str(s))
             for s in (0, 1, 0)]
     assert [c["note"] for c in bench.live_runs(runs)] == ["1", "0"]   # seed 0 measured again; seed 1 still owns rows
+
+
+def test_runs_of_one_case_with_other_settings_are_not_paired(tmp_path):
+    # a second run seed measured with a forgotten flag (another α scale) was averaged with the first
+    rows = lambda seed, mdw, clean: [dict(_row("scenes", 0.4, 20, k, v), run_seed=seed, mean_recall_std=0.5)
+                                     for k, v in (("mdw", mdw), ("clean-coreset", clean))]
+    for seed, scale, vals in ((0, 8.0, (12.0, 9.0)), (1, 1.0, (8.0, 11.0)), (2, 8.0, (14.0, 10.0))):
+        cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [20]}, etas=[0.4], merge=True, seed=seed,
+                                       alpha_scale=scale)
+        _, paths = bench.write(cfg, rows(seed, *vals), [], 1.0)
+    md = open(paths[2]).read()
+    (line,) = [s for s in md.splitlines() if s.startswith("- scenes η=0.4 M=20, run seeds")]
+    assert line.startswith("- scenes η=0.4 M=20, run seeds 0, 2: MDW 13.00 ± 1.41 over runs")   # seed 1 apart
+    # a missing recall (NaN written as null) leaves that method out; a missing std is not read as 0
+    table = [dict(r, mean_recall_std=None) if r["run_seed"] == 0 else r for r in json.loads(open(paths[0]).read())]
+    table += [dict(_row("scenes", 0.4, 20, "mdw-init", None), run_seed=s) for s in (0, 2)]
+    spread, _ = bench.across_runs(table, bench.settings_of(json.loads(open(paths[1]).read())["config"]["runs"]))
+    assert {r["method"]: r["within_run_std"] for r in spread} == {"mdw": 0.5, "clean-coreset": 0.5}
+
+
+def test_rows_from_before_run_seeds_are_shown_as_run_seed_0_after_a_merge(tmp_path):
+    (tmp_path / "distill.json").write_text(json.dumps([_row("scenes", 0.4, 20, "mdw", 9.0),
+                                                       _row("scenes", 0.4, None, "expert-dtcl", 40.0)]))
+    (tmp_path / "distill.config.json").write_text(json.dumps({"config": bench.recorded(bench.DistillBenchConfig())}))
+    cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [20]}, etas=[0.4], merge=True, seed=1)
+    _, paths = bench.write(cfg, [dict(_row("scenes", 0.4, 20, "mdw", 11.0), run_seed=1)], [], 1.0)
+    assert sorted((r["run_seed"], r["method"]) for r in json.loads(open(paths[0]).read())) == [
+        (0, "expert-dtcl"), (0, "mdw"), (1, "mdw")]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 STRONG_BASELINES = ("random", "clean-coreset", "mtt-vl", "lors", "filter-mtt-vl", "filter-lors", "mdw-init")
+# recorded bench settings that may differ between runs paired here (which cases and methods, where, notes)
+FREE_SETTINGS = ("seed", "note", "ms", "etas", "methods", "cross_arch", "runs_dir", "out_dir", "merge", "memory_steps",
+                 "flickr8k_path")
 PAIRED = ("mdw-init", "clean-coreset", "ladder-p")   # MDW's start, selection alone, MDW without its pixels
 ACROSS_COLUMNS = ["dataset", "eta", "M", "method", "runs", "mean_recall", "between_runs_std", "within_run_std",
                   "min", "max"]
@@ -22,19 +25,38 @@ ACROSS_HEADER = ("\n\n## Across run seeds\n\nCases measured under more than one 
                  "run of the case only.\n\n")
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and bool(np.isfinite(v))
+
+
 def _stats(values: list) -> tuple:
     """(mean, sample std) of `values`; std 0.0 for one value."""
     v = np.asarray(values, dtype=np.float64)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def across_runs(rows: list) -> tuple:
+def settings_of(runs: list) -> dict:
+    """(data set, η, M, run seed) -> the settings (a hashable summary of every recorded key but
+    FREE_SETTINGS) of the last of `runs` (recorded bench configs, oldest first) that measured it."""
+    own = {}
+    for c in runs:
+        setting = repr(sorted((k, v) for k, v in c.items() if k not in FREE_SETTINGS))
+        for ds, ms in c["ms"].items():
+            for eta in c["etas"]:
+                for m in ms:
+                    own[(ds, eta, m, c.get("seed", 0))] = setting
+    return own
+
+
+def across_runs(rows: list, settings: dict | None = None) -> tuple:
     """(rows, lines): per (data set, η, M) measured under ≥ 2 run seeds on the main architecture (the
     first distilled row's), one row per method measured in every one of those runs (ACROSS_COLUMNS;
     recall in %), and one line comparing MDW with the strongest baseline (by the mean over runs) and
     with PAIRED: the difference MDW − X paired by run seed, its mean ± sample std, mean / std, and in
-    how many runs MDW was above. Rows without "run_seed" count as run seed 0. Raises nothing: a case
-    with one run, or without an MDW row in every run, is left out."""
+    how many runs MDW was above. Rows without "run_seed" count as run seed 0. `settings` (settings_of)
+    keeps runs of one case apart when they were measured with other settings (α scale, N, iterations,
+    ...): only runs that differ in their seed are paired. A method with a missing recall in any run is
+    left out; a case with one run, or without an MDW row in every run, has no line. Raises nothing."""
     cased = [r for r in rows if r.get("M") is not None and r.get("dataset") != "memory"]
     if not cased:
         return [], []
@@ -42,18 +64,20 @@ def across_runs(rows: list) -> tuple:
     by_case: dict = {}
     for r in cased:
         if r.get("arch") == arch:
-            key = (r["dataset"], r["eta"], r["M"])
-            by_case.setdefault(key, {}).setdefault(r.get("run_seed", 0), {})[r["method"]] = r
+            seed = r.get("run_seed", 0)
+            key = (r["dataset"], r["eta"], r["M"], (settings or {}).get((r["dataset"], r["eta"], r["M"], seed)))
+            by_case.setdefault(key, {}).setdefault(seed, {})[r["method"]] = r
     out_rows, lines = [], []
-    for (ds, eta, m), runs in sorted(by_case.items()):
+    for (ds, eta, m, _), runs in sorted(by_case.items(), key=lambda kv: (kv[0][:3], str(kv[0][3]))):
         if len(runs) < 2:
             continue
         seeds = sorted(runs)
-        common = [k for k in runs[seeds[0]] if all(k in runs[s] for s in seeds)]
+        common = [k for k in runs[seeds[0]] if all(_finite(runs[s].get(k, {}).get("mean_recall")) for s in seeds)]
         recall = {k: [runs[s][k]["mean_recall"] for s in seeds] for k in common}
         for k in common:
             mean, std = _stats(recall[k])
-            within = float(np.mean([runs[s][k].get("mean_recall_std") or 0.0 for s in seeds]))
+            stds = [runs[s][k].get("mean_recall_std") for s in seeds]
+            within = float(np.mean([v for v in stds if _finite(v)])) if any(_finite(v) for v in stds) else None
             out_rows.append({"dataset": ds, "eta": eta, "M": m, "method": k, "runs": len(seeds), "mean_recall": mean,
                              "between_runs_std": std, "within_run_std": within,
                              "min": min(recall[k]), "max": max(recall[k])})

@@ -24,7 +24,7 @@ from ..runs.context import run_in_context
 from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
-from .across_runs import ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs
+from .across_runs import ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, settings_of
 from .memory import peak_memory
 from .report import earlier_runs, markdown_table, read_previous, write_results
 
@@ -244,7 +244,8 @@ def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
         return rows, memory, []
     old, old_cfg = previous
     cases = {case_of(r) for r in rows if r["M"] is not None}
-    kept = [r for r in old if r["dataset"] != "memory" and (r["M"] is None or case_of(r) not in cases)]
+    kept = [{**r, "run_seed": r.get("run_seed", 0)} for r in old      # a row from before run seeds: seed 0
+            if r["dataset"] != "memory" and (r["M"] is None or case_of(r) not in cases)]
     old_memory = [r for r in old if r["dataset"] == "memory"]
     earlier = earlier_runs(old_cfg, recorded(cfg))
     return add_rows(kept, rows), memory or old_memory, earlier   # expert rows measured again replace the old
@@ -301,7 +302,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
     if cfg.merge:
         rows, memory, earlier = merge_previous(cfg, rows, memory)
     summary, runs = summarise(rows), earlier + [recorded(cfg)]
-    spread_rows, spread_lines = across_runs(rows)
+    spread_rows, spread_lines = across_runs(rows, settings_of(runs))
     md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
           f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
           f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "

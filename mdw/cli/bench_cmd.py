@@ -40,8 +40,8 @@ def add_parser(sub) -> None:
                    help="N, student steps per matching (distill.syn_steps), for every distilled set (default: the config's)")
     s.add_argument("--scenes-train", type=int, default=None)
     s.add_argument("--run-seed", type=int, default=None,
-                   help="run seed: the experts' initialisation and the distilled sets' draws (default 0); rows of "
-                        "other run seeds merge beside these, and the table gives the spread across runs")
+                   help="run seed: the experts' initialisation and the distilled sets' draws (default 0); with --merge, "
+                        "rows of other run seeds stay beside these and the table gives the spread across runs")
     s.add_argument("--epochs", default=None, help="expert epochs per data set, DATASET:E;DATASET:E "
                    "(default scenes:6;flickr8k:3)")
     s.add_argument("--flickr8k", default=None, help="path of the Flickr8k folder")
