@@ -355,7 +355,8 @@ def test_runs_of_one_case_with_other_settings_are_not_paired(tmp_path):
     # a missing recall (NaN written as null) leaves that method out; a missing std is not read as 0
     table = [dict(r, mean_recall_std=None) if r["run_seed"] == 0 else r for r in json.loads(open(paths[0]).read())]
     table += [dict(_row("scenes", 0.4, 20, "mdw-init", None), run_seed=s) for s in (0, 2)]
-    spread, _ = bench.across_runs(table, bench.settings_of(json.loads(open(paths[1]).read())["config"]["runs"]))
+    spread, _ = bench.across_runs(table, bench.settings_of(json.loads(open(paths[1]).read())["config"]["runs"],
+                                                   bench.recorded(bench.DistillBenchConfig())))
     assert {r["method"]: r["within_run_std"] for r in spread} == {"mdw": 0.5, "clean-coreset": 0.5}
 
 
@@ -367,3 +368,17 @@ def test_rows_from_before_run_seeds_are_shown_as_run_seed_0_after_a_merge(tmp_pa
     _, paths = bench.write(cfg, [dict(_row("scenes", 0.4, 20, "mdw", 11.0), run_seed=1)], [], 1.0)
     assert sorted((r["run_seed"], r["method"]) for r in json.loads(open(paths[0]).read())) == [
         (0, "expert-dtcl"), (0, "mdw"), (1, "mdw")]
+
+
+def test_a_run_recorded_before_a_setting_existed_pairs_with_one_at_that_settings_default(tmp_path):
+    old_cfg = bench.recorded(bench.DistillBenchConfig(ms={"scenes": [50]}, etas=[0.4], seed=0))
+    del old_cfg["syn_steps"], old_cfg["ceo_floor"]            # recorded before the flags existed
+    (tmp_path / "distill.json").write_text(json.dumps([_row("scenes", 0.4, 50, "mdw", 25.0)]))
+    (tmp_path / "distill.config.json").write_text(json.dumps({"config": {"runs": [old_cfg]}}))
+    cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [50]}, etas=[0.4], merge=True, seed=1)
+    _, paths = bench.write(cfg, [dict(_row("scenes", 0.4, 50, "mdw", 23.0), run_seed=1)], [], 1.0)
+    assert "- scenes η=0.4 M=50, run seeds 0, 1: MDW 24.00 ± 1.41 over runs" in open(paths[2]).read()
+    cfg16 = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [50]}, etas=[0.4], merge=True, seed=2,
+                                     syn_steps=16)
+    _, paths = bench.write(cfg16, [dict(_row("scenes", 0.4, 50, "mdw", 30.0), run_seed=2)], [], 1.0)
+    assert "run seeds 0, 1: MDW 24.00" in open(paths[2]).read()       # N = 16 is another setting: not paired

@@ -35,12 +35,13 @@ def _stats(values: list) -> tuple:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def settings_of(runs: list) -> dict:
+def settings_of(runs: list, defaults: dict) -> dict:
     """(data set, η, M, run seed) -> the settings (a hashable summary of every recorded key but
-    FREE_SETTINGS) of the last of `runs` (recorded bench configs, oldest first) that measured it."""
+    FREE_SETTINGS) of the last of `runs` (recorded bench configs, oldest first) that measured it. A key
+    recorded only since a run was made (e.g. syn_steps) counts at its value in `defaults`."""
     own = {}
     for c in runs:
-        setting = repr(sorted((k, v) for k, v in c.items() if k not in FREE_SETTINGS))
+        setting = repr(sorted((k, v) for k, v in {**defaults, **c}.items() if k not in FREE_SETTINGS))
         for ds, ms in c["ms"].items():
             for eta in c["etas"]:
                 for m in ms:

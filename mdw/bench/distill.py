@@ -302,7 +302,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
     if cfg.merge:
         rows, memory, earlier = merge_previous(cfg, rows, memory)
     summary, runs = summarise(rows), earlier + [recorded(cfg)]
-    spread_rows, spread_lines = across_runs(rows, settings_of(runs))
+    spread_rows, spread_lines = across_runs(rows, settings_of(runs, recorded(DistillBenchConfig())))
     md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
           f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
           f"scratch, mean over {cfg.seeds} seeds (± in the JSON), last step; recall (%) on the clean test split "
