@@ -52,7 +52,7 @@ class DistillBenchConfig:
     flickr8k_path: str = "../shared/data/flickr8k"
     memory_steps: list = field(default_factory=lambda: [4, 16])
     runs_dir: str = ""           # "": a temporary folder, removed at the end
-    merge: bool = False          # keep the rows of cases (data set, η, M) this run does not measure
+    merge: bool = False          # keep the rows of cases (data set, η, M, run seed) this run does not measure
     out_dir: str = "docs/benchmarks"
     seed: int = 0                # the run seed: experts' initialisation and the distilled sets' draws (not the noise)
     note: str = ""               # recorded with this run's rows (e.g. which defaults changed since the others)
@@ -199,7 +199,7 @@ def add_rows(rows: list, new: list) -> list:
 
 
 def summarise(rows: list) -> list:
-    """The targets of the issue, checked per (data set, η, M) on the main architecture."""
+    """The targets of the issue, checked per (data set, η, M, run seed) on the main architecture."""
     lines = []
     cases = sorted({case_of(r) for r in rows if r["M"] is not None})
     seeds = lambda ds, eta, m: {s for d, e, mm, s in cases if (d, e, mm) == (ds, eta, m)}   # noqa: E731
@@ -238,7 +238,7 @@ def recorded(cfg: DistillBenchConfig) -> dict:
 
 def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
     """(rows, memory, configs): this run's, plus an earlier run's rows in out_dir for the cases
-    (data set, η, M) and memory rows this run did not measure."""
+    (data set, η, M, run seed) and memory rows this run did not measure."""
     previous = read_previous(cfg.out_dir, "distill")
     if previous is None:
         return rows, memory, []
@@ -272,7 +272,7 @@ def run_line(c: dict) -> str:
 
 
 def live_runs(runs: list) -> list:
-    """The runs that still own a row: a case (data set, η, M) belongs to the last run that measured it,
+    """The runs that still own a row: a case (data set, η, M, run seed) belongs to the last run that measured it,
     the memory rows to the last run that measured memory. config.json keeps every run."""
     cases = lambda c: {(ds, eta, m, c.get("seed", 0)) for ds, ms in c["ms"].items() for eta in c["etas"] for m in ms}
     later_cases, later_memory, live = set(), False, []
