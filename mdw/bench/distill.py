@@ -24,7 +24,7 @@ from ..runs.context import run_in_context
 from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
-from .across_runs import ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, settings_of
+from .across_runs import ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, run_seed_of, settings_of
 from .memory import peak_memory
 from .report import earlier_runs, markdown_table, read_previous, write_results
 
@@ -159,7 +159,7 @@ def child_run(store: RunStore, parent: str, rc: RunConfig, m: int) -> str:
 
 def case_of(r: dict) -> tuple:
     """A row's case: (data set, η, M, run seed); a row written before run seeds were recorded: seed 0."""
-    return r["dataset"], r["eta"], r["M"], r.get("run_seed", 0)
+    return r["dataset"], r["eta"], r["M"], run_seed_of(r)
 
 
 def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iterations: int, run_seed: int = 0) -> list:
@@ -193,7 +193,7 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
 def add_rows(rows: list, new: list) -> list:
     """rows + new, where an expert row (M None: one per data set, η, run seed, method, architecture,
     shared by every M of the case) replaces the one already there instead of repeating it."""
-    key = lambda r: (r["dataset"], r["eta"], r.get("run_seed", 0), r["method"], r.get("arch"))
+    key = lambda r: (r["dataset"], r["eta"], run_seed_of(r), r["method"], r.get("arch"))
     again = {key(r) for r in new if r["M"] is None}
     return [r for r in rows if not (r["M"] is None and key(r) in again)] + new
 
@@ -244,7 +244,7 @@ def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
         return rows, memory, []
     old, old_cfg = previous
     cases = {case_of(r) for r in rows if r["M"] is not None}
-    kept = [{**r, "run_seed": r.get("run_seed", 0)} for r in old      # a row from before run seeds: seed 0
+    kept = [{**r, "run_seed": run_seed_of(r)} for r in old      # a row from before run seeds: seed 0
             if r["dataset"] != "memory" and (r["M"] is None or case_of(r) not in cases)]
     old_memory = [r for r in old if r["dataset"] == "memory"]
     earlier = earlier_runs(old_cfg, recorded(cfg))
