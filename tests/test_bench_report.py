@@ -221,7 +221,7 @@ def test_summary_compares_mdw_with_the_strongest_baseline_and_its_start():
     rows = [row("mdw", 15.0, 0.5), row("random", 5.0, 0.5), row("mtt-vl", 6.0, 1.0), row("clean-coreset", 17.5, 1.0),
             row("mdw-init", 9.0, 1.5), row("ladder-p", 16.0, 1.0)]
     (line,) = bench.summarise(rows)
-    assert "vs the strongest baseline (clean-coreset, 17.50) 0.86× (target ≥ 1.15×)" in line
+    assert "vs the strongest baseline (clean-coreset, 17.50) 0.86× (target ≥ 1.15×: missed)" in line
     assert "vs mdw-init +4.0 std (target > +2)" in line and "vs clean-coreset -2.5 std" in line
     assert line.endswith("methods at or above MDW: clean-coreset, ladder-p")
 
@@ -324,8 +324,24 @@ def test_run_seeds_of_one_case_merge_side_by_side_and_give_the_spread_across_run
     # the strongest baseline by its mean over runs: clean-coreset (10.33) over filter-mtt-vl (9.17)
     assert "vs the strongest baseline (clean-coreset, 10.33) 1.35×" in line
     # against each run's own strongest: 12 / 9.5, 16 / 12, 14 / 11
-    assert "against each run's strongest: 1.26× to 1.33×" in line
+    assert "against each run's strongest: 1.263× to 1.333×, ≥ 1.15× in 3 of 3 runs" in line
     assert "ladder-p" not in line            # not measured: no comparison
+
+
+def test_a_ratio_just_under_the_target_is_reported_missed_though_it_rounds_to_it(tmp_path):
+    # run seed 3 at M 20 measured 11.305 against filter-MTT-VL 9.856 (1.147×): the table printed "1.15×"
+    # beside "target ≥ 1.15×" and its across-runs line "1.15× to 1.38×", so a miss read as a pass
+    assert bench.ratio_verdict(11.305 / 9.856) == "1.15× (target ≥ 1.15×: missed)"
+    assert bench.ratio_verdict(1.15) == "1.15× (target ≥ 1.15×: met)"
+    for seed, mdw in ((0, 11.47), (1, 12.0)):
+        cfg = bench.DistillBenchConfig(out_dir=str(tmp_path), ms={"scenes": [20]}, etas=[0.4], merge=True, seed=seed)
+        summary, paths = bench.write(cfg, [dict(_row("scenes", 0.4, 20, k, v), run_seed=seed, mean_recall_std=0.5)
+                                           for k, v in (("mdw", mdw), ("clean-coreset", 10.0))], [], 1.0)
+    first = [s for s in summary if s.startswith("scenes η=0.4 M=20 run seed 0:")][0]
+    assert "(clean-coreset, 10.00) 1.15× (target ≥ 1.15×: missed)" in first
+    _, (line,) = bench.across_runs(json.loads(open(paths[0]).read()))
+    assert "(clean-coreset, 10.00) 1.17× (target ≥ 1.15×: met)" in line          # by the means: 11.735 / 10
+    assert "against each run's strongest: 1.147× to 1.200×, ≥ 1.15× in 1 of 2 runs" in line
 
 
 def test_a_case_under_one_run_seed_has_no_across_runs_section(tmp_path):

@@ -24,7 +24,7 @@ from ..runs.context import run_in_context
 from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
-from .across_runs import ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, run_seed_of, settings_of
+from .across_runs import ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, ratio_verdict, run_seed_of, settings_of
 from .memory import peak_memory
 from .report import earlier_runs, markdown_table, read_previous, write_results
 
@@ -220,7 +220,7 @@ def summarise(rows: list) -> list:
         base = {k: v for k, v in others.items() if k in STRONG_BASELINES}
         if base:
             top = max(base, key=base.get)
-            line += f"; vs the strongest baseline ({top}, {base[top]:.2f}) {mdw / base[top]:.2f}× (target ≥ 1.15×)"
+            line += f"; vs the strongest baseline ({top}, {base[top]:.2f}) {ratio_verdict(mdw / base[top])}"
         for k in ("mdw-init", "clean-coreset"):
             if k in by:
                 spread = max(by["mdw"]["mean_recall_std"], by[k]["mean_recall_std"], 1e-9)
