@@ -297,6 +297,10 @@ def _scale_text(runs: list) -> str:
             f"coresets at evaluate.coreset_lr). ")
 
 
+TOOK = ("\n\nThe last bench command took {minutes:.1f} min (a case whose runs had finished is read back from "
+        "them, not measured again; each row's own times: sec_per_it, eval_seconds).\n")
+
+
 def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> tuple:
     earlier = []
     if cfg.merge:
@@ -314,7 +318,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
           "\n## Runs merged into this table\n\n" + "\n".join(f"- {run_line(c)}" for c in live_runs(runs)) +
           "\n\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) +
           (ACROSS_HEADER + markdown_table(spread_rows, ACROSS_COLUMNS) + "\n" + "\n".join(f"- {s}" for s in spread_lines)
-           if spread_rows else "") + f"\n\nThe last run merged in took {minutes:.1f} min.\n")
+           if spread_rows else "") + TOOK.format(minutes=minutes))
     config = {"runs": runs} if cfg.merge else runs[0]
     return summary, write_results(cfg.out_dir, "distill", rows + memory, config, md)
 
