@@ -97,23 +97,22 @@ def across_runs(rows: list, settings: dict | None = None) -> tuple:
                              "between_runs_std": std, "within_run_std": within,
                              "min": min(recall[k]), "max": max(recall[k])})
         if "mdw" in recall:
-            own = [[v["mean_recall"] for k, v in runs[s].items()          # every baseline that run measured
-                    if k in STRONG_BASELINES and _finite(v.get("mean_recall"))] for s in seeds]
-            strongest = [max(v) for v in own] if all(own) else None
+            strongest = [max((v["mean_recall"] for k, v in runs[s].items()   # every baseline that run measured
+                              if k in STRONG_BASELINES and _finite(v.get("mean_recall"))), default=np.nan) for s in seeds]
             lines.append(_compare(f"{ds} η={eta} M={m}, run seeds {', '.join(map(str, seeds))}", recall, strongest))
     return out_rows, lines
 
 
-def _compare(label: str, recall: dict, strongest: list | None) -> str:
+def _compare(label: str, recall: dict, strongest: list) -> str:
     """One line: MDW against the strongest baseline and PAIRED, paired by run (recall: method -> list over
     runs, methods measured in every run; strongest: each run's best baseline among every one it measured,
-    or None where a run measured none)."""
+    used when a baseline was measured in every run)."""
     mdw = np.asarray(recall["mdw"])
     line = f"{label}: MDW {mdw.mean():.2f} ± {_stats(mdw)[1]:.2f} over runs"
     base = {k: float(np.mean(v)) for k, v in recall.items() if k in STRONG_BASELINES}
     if base:
         top = max(base, key=base.get)
-        per_run = mdw / np.asarray(strongest if strongest else np.max([recall[k] for k in base], axis=0))
+        per_run = mdw / np.asarray(strongest)    # each run's own strongest: no NaN, a baseline is in every run
         met = int((per_run >= TARGET_RATIO).sum())
         line += (f"; vs the strongest baseline ({top}, {base[top]:.2f}) {ratio_verdict(mdw.mean() / base[top])}; "
                  f"against each run's strongest: {per_run.min():.3f}× to {per_run.max():.3f}×, "
