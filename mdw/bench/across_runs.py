@@ -26,10 +26,19 @@ ACROSS_HEADER = ("\n\n## Across run seeds\n\nCases measured under more than one 
                  "run of the case only.\n\n")
 
 
+SEED_BEFORE_RUN_SEEDS = 0   # the run seed every bench run used before run seeds were recorded
+
+
 def run_seed_of(row: dict) -> int:
-    """A benchmark row's run seed; a row written before run seeds were recorded reads as run seed 0 (the
-    seed every earlier run used). The one place that default lives. Raises nothing."""
-    return row.get("run_seed", 0)
+    """A benchmark row's run seed; a row written before run seeds were recorded: SEED_BEFORE_RUN_SEEDS.
+    Raises nothing."""
+    return row.get("run_seed", SEED_BEFORE_RUN_SEEDS)
+
+
+def recorded_seed_of(config: dict) -> int:
+    """A recorded bench config's run seed (its "seed"); one recorded before run seeds:
+    SEED_BEFORE_RUN_SEEDS. Raises nothing."""
+    return config.get("seed", SEED_BEFORE_RUN_SEEDS)
 
 
 def ratio_verdict(ratio: float) -> str:
@@ -59,7 +68,7 @@ def settings_of(runs: list, defaults: dict) -> dict:
         for ds, ms in c["ms"].items():
             for eta in c["etas"]:
                 for m in ms:
-                    own[(ds, eta, m, c.get("seed", 0))] = setting
+                    own[(ds, eta, m, recorded_seed_of(c))] = setting
     return own
 
 

@@ -24,7 +24,8 @@ from ..runs.context import run_in_context
 from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
-from .across_runs import ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, ratio_verdict, run_seed_of, settings_of
+from .across_runs import (ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, ratio_verdict, recorded_seed_of,
+                          run_seed_of, settings_of)
 from .memory import peak_memory
 from .report import earlier_runs, markdown_table, read_previous, write_results
 
@@ -274,7 +275,7 @@ def run_line(c: dict) -> str:
 def live_runs(runs: list) -> list:
     """The runs that still own a row: a case (data set, η, M, run seed) belongs to the last run that measured it,
     the memory rows to the last run that measured memory. config.json keeps every run."""
-    cases = lambda c: {(ds, eta, m, c.get("seed", 0)) for ds, ms in c["ms"].items() for eta in c["etas"] for m in ms}
+    cases = lambda c: {(ds, eta, m, recorded_seed_of(c)) for ds, ms in c["ms"].items() for eta in c["etas"] for m in ms}
     later_cases, later_memory, live = set(), False, []
     for c in reversed(runs):
         mine = cases(c) - later_cases
