@@ -3,6 +3,7 @@ import pytest
 import json
 import os
 
+from mdw.bench import cases
 from mdw.bench import distill as bench
 
 
@@ -79,7 +80,7 @@ def test_distill_bench_sets_a_distill_setting_only_when_asked(key, value, text, 
     assert getattr(default.distill, key) == getattr(DistillConfig(), key)
     assert f"(distill.{key})" not in bench.run_line(bench.recorded(bench.DistillBenchConfig()))
     cfg = bench.DistillBenchConfig(**{key: value}, ms={"scenes": [20]}, etas=[0.4], iterations=7, seeds=5)
-    assert getattr(bench.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill, key) == value
+    assert getattr(cases.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill, key) == value
     assert text in bench.run_line(bench.recorded(cfg))
     with pytest.raises(ConfigError, match=key):
         bench.parent_config(bench.DistillBenchConfig(**{key: bad}), "scenes", 0.4)
@@ -104,61 +105,6 @@ def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
           "--syn-steps", "16", "--run-seed", "2"])
     assert (seen["distill"].ceo_floor, seen["distill"].alpha_scale, seen["distill"].ms) == (0.5, 8.0, {"scenes": [20]})
     assert seen["distill"].syn_steps == 16 and seen["distill"].seed == 2
-
-
-def test_a_rerun_reuses_finished_runs_with_the_same_config_only(tmp_path):
-    import dataclasses
-    import os
-
-    from mdw.runs.store import RunStore
-
-    store = RunStore(str(tmp_path))
-    rc = bench.parent_config(bench.DistillBenchConfig(iterations=7), "scenes", 0.4)
-    parent = store.create(rc.to_dict(), name=rc.name)
-    assert bench.finished_run(store, rc.to_dict(), bench.EXPERT_KEYS, ["experts"]) == ""   # not finished
-    store.write_status(parent, state="done", stages_done=["data", "experts"])
-    # a changed distillation setting keeps the experts; a changed expert setting does not
-    other = dataclasses.replace(rc, distill=dataclasses.replace(rc.distill, alpha_init="auto"))
-    assert bench.finished_run(store, other.to_dict(), bench.EXPERT_KEYS, ["experts"]) == parent
-    epochs = dataclasses.replace(rc, experts=dataclasses.replace(rc.experts, epochs=2))
-    assert bench.finished_run(store, epochs.to_dict(), bench.EXPERT_KEYS, ["experts"]) == ""
-    plain = lambda d: os.path.isfile(os.path.join(d, "experts", "plain", "meta.json"))
-    assert bench.finished_run(store, rc.to_dict(), bench.EXPERT_KEYS, ["experts"], plain) == ""
-    # a finished case is reused only under its whole config (here: M and the α start)
-    child = store.create(bench.child_config(rc, 20).to_dict())
-    store.write_status(child, state="done", stages_done=["data", "experts", "distill", "evaluate"])
-    assert bench.finished_run(store, bench.child_config(rc, 20).to_dict(), need=["evaluate"]) == child
-    assert bench.finished_run(store, bench.child_config(rc, 50).to_dict(), need=["evaluate"]) == ""
-    assert bench.finished_run(store, bench.child_config(other, 20).to_dict(), need=["evaluate"]) == ""
-    # a case stopped half way is resumed, one still running is not
-    stopped = store.create(bench.child_config(rc, 50).to_dict())
-    store.write_status(stopped, state="running", pid=None, stages_done=["data", "experts", "distill"])
-    assert bench.interrupted_run(store, bench.child_config(rc, 50).to_dict()) == stopped
-    store.write_status(stopped, pid=os.getpid())
-    assert bench.interrupted_run(store, bench.child_config(rc, 50).to_dict()) == ""
-    store.write_status(stopped, state="failed")
-    assert bench.interrupted_run(store, bench.child_config(rc, 50).to_dict()) == stopped
-    assert bench.interrupted_run(store, bench.child_config(other, 50).to_dict()) == ""
-
-
-def test_experts_are_shared_only_over_the_same_data(tmp_path):
-    import json as _json
-
-    from mdw.config import apply_overrides
-    from mdw.data.prepare import prepare
-    from mdw.data.run_data import write_run_data
-    from mdw.runs.layout import RunLayout
-
-    rc = apply_overrides(bench.parent_config(bench.DistillBenchConfig(), "scenes", 0.4),
-                         ["data.scenes.n_train=20", "data.scenes.n_dev=4", "data.scenes.n_test=4",
-                          f"cache_dir={tmp_path / 'cache'}"])
-    run_dir = tmp_path / "run"
-    record = write_run_data(RunLayout(run_dir), prepare(rc.data, rc.resolved_cache_dir()), rc.data)
-    assert bench.shares_experts(str(run_dir), rc, plain=False)
-    assert not bench.shares_experts(str(run_dir), rc, plain=True)          # no plain experts in it
-    record["fingerprint"] = "0" * 16                                         # its data came from elsewhere
-    (run_dir / "data" / "pairs.json").write_text(_json.dumps(record))
-    assert not bench.shares_experts(str(run_dir), rc, plain=False)
 
 
 def test_detection_bench_merge_keeps_the_other_data_sets(tmp_path):
@@ -273,23 +219,6 @@ def test_distill_bench_expert_epochs_per_data_set_reach_the_parent_run():
     for bad in ("flickr8k", "coco:3", "scenes:0", "scenes:x"):
         with pytest.raises(ValueError, match="--epochs"):
             bench.parse_epochs(bad)
-
-
-def test_a_case_recorded_before_a_key_was_added_is_still_the_same_case(tmp_path):
-    """A stored config lacking a key that a later version added (with the old behaviour as its
-    default) is the same case: a bench resumed across that change keeps its runs."""
-    from mdw.runs.store import RunStore
-
-    store = RunStore(str(tmp_path))
-    rc = bench.child_config(bench.parent_config(bench.DistillBenchConfig(iterations=7), "scenes", 0.4), 20)
-    old = rc.to_dict()
-    del old["evaluate"]["coreset_lr_groups"]
-    run_id = store.create(old)
-    store.write_status(run_id, state="done", stages_done=["data", "experts", "distill", "evaluate"])
-    assert bench.finished_run(store, rc.to_dict(), need=["evaluate"]) == run_id
-    changed = rc.to_dict()
-    changed["evaluate"]["coreset_lr_groups"] = [0.1, 0.3, 0.3]
-    assert bench.finished_run(store, changed, need=["evaluate"]) == ""
 
 
 def test_run_seeds_of_one_case_merge_side_by_side_and_give_the_spread_across_runs(tmp_path):

@@ -1,7 +1,8 @@
 """`python -m mdw bench distill`: every method of METHOD §8 (random coreset, MTT-VL-style,
 LoRS-style, MDW and its ablations, the experts as upper bounds) at several M and η, on the built-in
 scenes and on Flickr8k, through the real run pipeline: one parent run per (data set, η) trains the
-DTCL and plain experts once; a child run per M links them and runs distill → evaluate. Also the
+DTCL and plain experts once; a child run per M links them and runs distill → evaluate (what a rerun
+finds already done, and a finished case extended by more methods: mdw/bench/cases.py). Also the
 peak memory of one matching gradient against the number of student steps (constant-memory vs
 unrolled). Writes docs/benchmarks/distill.{md,json,config.json}."""
 from __future__ import annotations
@@ -16,14 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import EVAL_METHODS, RunConfig, ScenesConfig
-from ..data.run_data import source_matches
-from ..evaluate.methods import needs_plain
+from ..evaluate.methods import expand_methods, needs_plain
 from ..pipeline import run_pipeline
 from ..train.stage import ensure_experts
 from ..runs.context import run_in_context
-from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
+from .cases import EXPERT_KEYS, child_config, child_run, extend_run, extendable_run, finished_run, interrupted_run, \
+    shares_experts
 from .across_runs import (ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, ratio_verdict, recorded_seed_of,
                           run_seed_of, settings_of)
 from .memory import peak_memory
@@ -91,73 +92,6 @@ def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfi
     return rc.validate()
 
 
-def _link_tree(src: str, dst: str) -> None:
-    """Hard links where possible (the experts are large), copies elsewhere."""
-    shutil.copytree(src, dst, copy_function=lambda a, b: os.link(a, b) if _same_fs(a, b) else shutil.copy2(a, b))
-
-
-def _same_fs(a: str, b: str) -> bool:
-    return os.stat(a).st_dev == os.stat(os.path.dirname(b)).st_dev
-
-
-EXPERT_KEYS = ("seed", "data", "model", "experts")   # what a parent run's experts depend on
-
-
-def finished_run(store: RunStore, config: dict, keys=None, need=(), has=lambda run_dir: True) -> str:
-    """The newest finished run in the store whose config equals `config` (on `keys`, or whole but for
-    the cache folder), which holds the stages in `need` and passes `has`; "" if none. Lets a bench
-    rerun with the same --runs folder skip what is already measured."""
-    for r in store.list_runs():
-        if (r.get("state") == "done" and set(need) <= set(r.get("stages_done") or [])
-                and _same_config(store, r["id"], config, keys) and has(store.run_dir(r["id"]))):
-            return r["id"]
-    return ""
-
-
-def _same_config(store: RunStore, run_id: str, config: dict, keys=None) -> bool:
-    """The run's config equals `config` on `keys` (default: all but the cache folder)."""
-    try:
-        old = RunConfig.from_dict(store.read_config(run_id)).to_dict()   # a key added since: its default
-    except (OSError, ValueError):
-        return False
-    return all(old.get(k) == config.get(k) for k in (keys or [k for k in config if k != "cache_dir"]))
-
-
-def interrupted_run(store: RunStore, config: dict) -> str:
-    """The newest case with this whole config that stopped before its end (failed, cancelled, or
-    'running' with its process gone) after its experts were linked in; "" if none. The pipeline
-    resumes it: finished stages and finished method rows are kept."""
-    for r in store.list_runs():
-        stopped = r.get("state") in ("failed", "cancelled") or (r.get("state") == "running" and not pid_alive(r.get("pid")))
-        if stopped and "experts" in (r.get("stages_done") or []) and _same_config(store, r["id"], config):
-            return r["id"]
-    return ""
-
-
-def shares_experts(run_dir: str, rc: RunConfig, plain: bool) -> bool:
-    """A finished run whose experts a case can use: the plain ones there if needed, and its data
-    still the data the source gives now (the same files, at the same place)."""
-    lay = open_run(run_dir)
-    if plain and not lay.experts("plain").exists():
-        return False
-    return source_matches(lay, rc.data, rc.resolved_cache_dir())
-
-
-def child_config(rc: RunConfig, m: int) -> RunConfig:
-    return dataclasses.replace(rc, name=f"{rc.name}-M{m}", distill=dataclasses.replace(rc.distill, m=m))
-
-
-def child_run(store: RunStore, parent: str, rc: RunConfig, m: int) -> str:
-    """A run with distill.m = m that starts from the parent's data and experts."""
-    rc = child_config(rc, m)
-    run_id = store.create(rc.to_dict(), name=rc.name)
-    src, dst = store.layout(parent), store.layout(run_id)
-    for part in ("data_dir", "experts_dir", "scores_dir"):     # what the experts stage and before wrote
-        _link_tree(os.fspath(getattr(src, part)), os.fspath(getattr(dst, part)))
-    store.write_status(run_id, stages_done=["data", "experts", "heatmaps"])
-    return run_id
-
-
 def case_of(r: dict) -> tuple:
     """A row's case: (data set, η, M, run seed); a row written before run seeds were recorded: seed 0."""
     return r["dataset"], r["eta"], r["M"], run_seed_of(r)
@@ -180,8 +114,10 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
             meta = DistilledSet.load(p).meta
             its[r["method"]] = int(meta.get("iterations", iterations))       # mdw-init: 0
             sec[r["method"]] = meta.get("seconds", np.nan) / its[r["method"]] if its[r["method"]] else None
+    order = expand_methods(store.read_config(run_id)["evaluate"]["methods"])
+    rank = lambda r: order.index(r["method"]) if r["method"] in order else len(order)   # noqa: E731
     out = []
-    for r in table["rows"]:
+    for r in sorted(table["rows"], key=rank):      # the methods' order, however many runs measured them
         row = {"dataset": dataset, "eta": eta, "M": m if not r["method"].startswith("expert") else None,
                "run_seed": run_seed, **r,
                "iterations": its.get(r["method"])}   # the distilled methods
@@ -357,8 +293,12 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
                     log(f"{dataset} η={eta} M={m}: reused {child}")
                 else:
                     child = interrupted_run(store, child_config(rc, m).to_dict())
+                    source = "" if child else extendable_run(store, child_config(rc, m).to_dict())
                     if child:
                         log(f"{dataset} η={eta} M={m}: resuming {child}")
+                    elif source:
+                        child = extend_run(store, source, parent, child_config(rc, m))
+                        log(f"{dataset} η={eta} M={m}: {child} extends the finished {source}: only the methods it lacks run")
                     else:
                         child = child_run(store, parent, rc, m)
                     if run_in_context(store, child, lambda ctx: run_pipeline(ctx, show_bars=False)) != 0:
