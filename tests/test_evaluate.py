@@ -147,6 +147,7 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     assert [(r["variant"], r["eval"]) for r in rows] == [("random", "default"), ("fast-p", "alpha"), ("fast-p", "adam")]
     assert rows[0]["iterations"] is None and rows[1]["iterations"] == 2 and rows[1]["L_TM_start"] > 0
     assert 0 < rows[1]["p_diag"] < 1 and rows[1]["L_TM_start"] == rows[2]["L_TM_start"]
+    assert rows[0]["image_shift"] is None and 0 < rows[1]["image_shift"] < 100   # the pixels moved, a little
     # the coreset row is exactly a student scored on the dev split (not the test split)
     pairs, dev = build_tensors(run_data(run_dir), build_model(cfg.model, 32, seed=cfg.seed).text,
                                cfg.resolved_cache_dir(), eval_split="dev")   # built here by hand, not via the sweep
@@ -174,9 +175,22 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     start = from_distilled(DistilledSet.load(os.path.join(run_dir, "distill", "snapshots", "it_00000.pt")))
     assert curve[0]["mean_recall"] == pytest.approx(evaluate_model(train_student(start, cfg.model, 32, cfg.evaluate, 0),
                                                                    dev)["mean_recall"])   # iteration 0: MDW's start
+    frozen = sweep.sweep_variant(run_dir, cfg, pairs, dev, "f", {"distill": {"iterations": 2, "lr_images": 0.0}}, 1)
+    assert frozen[0]["image_shift"] == 0.0
     with pytest.raises(ConfigError, match="coreset must be"):
         sweep.sweep_variant(run_dir, cfg, pairs, dev, "x", {"coreset": "nope"}, 1)
     with pytest.raises(ConfigError, match="distill.lr_zz"):
         sweep.read_variants('{"x": {"distill": {"lr_zz": 1}}}')
     with pytest.raises(ConfigError, match="not JSON"):
         sweep.read_variants("{oops")
+
+
+def test_image_shift_is_the_mean_pixel_change_in_percent_of_the_start_range():
+    from mdw.bench.sweep import image_shift
+
+    start = torch.zeros(2, 3, 4, 4)
+    start[0, 0, 0, 0] = 2.0                     # range 2
+    assert image_shift(start, start + 0.5) == pytest.approx(25.0)
+    end = start.clone()
+    end[1, 2, 3, 3] = -1.0                      # one of 96 values moves by 1: 1/96 of the range 2
+    assert image_shift(start, end) == pytest.approx(100 / 96 / 2)

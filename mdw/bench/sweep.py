@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..config import EvalConfig, RunConfig
 from ..errors import ConfigError
@@ -23,7 +24,7 @@ from ..evaluate.methods import coreset_alpha
 from .report import earlier_runs, markdown_table, read_previous, write_results
 
 COLUMNS = ["dataset", "eta", "M", "iterations", "variant", "eval", "mean_recall", "mean_recall_std", "IR@1", "TR@1",
-           "L_TM_start", "L_TM_end", "p_diag", "distill_seconds"]
+           "L_TM_start", "L_TM_end", "p_diag", "image_shift", "distill_seconds"]
 
 
 @dataclass
@@ -67,18 +68,20 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
     dcfg.validate()
     if v.get("curve"):
         return _curve(run_dir, cfg, pairs, dev, name, v, dataclasses.replace(dcfg, snapshots=int(v["curve"]) - 1), seeds)
-    losses, t0, syn = [], time.time(), None
+    losses, t0, syn, start = [], time.time(), None, {}
     if v.get("coreset"):
         data = _coreset(run_dir, cfg, pairs, dcfg.m, v["coreset"])
     else:
         syn = DistilledSet.load(v["load"]) if v.get("load") else distill_from_run(
-            run_dir, pairs, cfg, dcfg, cfg.seed, on_iteration=lambda it, m: losses.append(m["L_TM"]))
+            run_dir, pairs, cfg, dcfg, cfg.seed, on_iteration=lambda it, m: losses.append(m["L_TM"]),
+            on_snapshot=lambda it, s: start.setdefault("images", s.images.detach().clone()))
         data = from_distilled(syn, dcfg.loss)
     base = dict(dataset=cfg.data.source, eta=cfg.data.eta, M=data.m, variant=name,
                 iterations=dcfg.iterations if losses else None, overrides=v.get("distill", {}),
                 distill_seconds=time.time() - t0 if losses else None,
                 L_TM_start=losses[0] if losses else None, L_TM_end=float(np.mean(losses[-5:])) if losses else None,
-                p_diag=float((data.targets / data.targets.sum(1, keepdim=True)).diagonal().mean()) if syn else None)
+                p_diag=float((data.targets / data.targets.sum(1, keepdim=True)).diagonal().mean()) if syn else None,
+                image_shift=image_shift(start["images"], syn.images) if "images" in start else None)
     rows = []
     for label, over in (v.get("evals") or {"default": {}}).items():
         ev = dataclasses.replace(cfg.evaluate, seeds=seeds, **over)
@@ -87,6 +90,12 @@ def sweep_variant(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, 
         res = [evaluate_model(train_student(data, cfg.model, cfg.data.image_size, ev, s), dev) for s in range(seeds)]
         rows.append({**base, "eval": label, "eval_overrides": over, **mean_std(res)})
     return rows
+
+
+def image_shift(start: torch.Tensor, end: torch.Tensor) -> float:
+    """How far distillation moved the synthetic images: mean |Ṽ − Ṽ₀| over every pixel value, in %
+    of Ṽ₀'s range (max − min). start, end: (M, 3, S, S) float tensors of one set."""
+    return float((end.detach() - start).abs().mean() / (start.max() - start.min()).clamp_min(1e-12) * 100)
 
 
 def _curve(run_dir: str, cfg: RunConfig, pairs, dev, name: str, v: dict, dcfg, seeds: int) -> list:
@@ -168,7 +177,8 @@ def write(cfg: SweepConfig, rows: list) -> tuple:
           "Students from scratch on each variant's set, scored on the clean DEV split (never the test split), "
           "mean over seeds. `eval`: the student protocol (SGD with the set's learned α, or a coreset's "
           "evaluate.coreset_lr; adam: Adam at evaluate.lr). "
-          "p_diag: the mean diagonal of the row-normalised P̃ at the end.\n\n"
+          "p_diag: the mean diagonal of the row-normalised P̃ at the end. image_shift: mean |Ṽ − Ṽ₀| in % of the "
+          "start images' range (how far the pixels moved).\n\n"
           + markdown_table(flat, COLUMNS + ["overrides"]) + "\n## Runs\n\n"
           + "\n".join(f"- {c['run_dir']}: {c['seeds']} seeds. {c.get('note', '')}" for c in runs) + "\n")
     return write_results(cfg.out_dir, cfg.name, flat, {"runs": runs}, md)
