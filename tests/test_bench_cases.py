@@ -46,7 +46,7 @@ def test_a_finished_case_given_more_methods_runs_only_those_and_matches_the_whol
         assert kept[r["method"]] == r
     assert "measured here: clean-coreset, mtt-vl" in open(dst.log).read()
     assert store.read_status(extended)["extends"] == source
-    assert dst.experts("plain").exists() and not src.experts("plain").exists()   # from the parent with them
+    assert dst.experts("plain").exists() and not src.experts("plain").exists()   # trained in it, from its data
     # the extension gives the numbers a whole case with every method gives (same experts' seed, data, students)
     whole, _, _ = bench.run(tiny_bench(tmp_path, more, runs="fresh"))
     key = lambda rs: [(r["method"], r["mean_recall"], r["IR@1"], r["TR@10"]) for r in rs]   # noqa: E731
@@ -58,6 +58,19 @@ def test_a_finished_case_given_more_methods_runs_only_those_and_matches_the_whol
     fewer, _, _ = bench.run(tiny_bench(tmp_path, ["mtt-vl", "mdw"]))
     assert [r["method"] for r in fewer] == ["mtt-vl", "mdw"] and key(fewer) == key(rows)[2:]
     assert "measured here: none" in open(store.layout(cases_in(tmp_path / "runs")[-1]).log).read()
+    # the source is the case with the most of the methods asked for, not the newest (the one just made)
+    rc = cases.child_config(bench.parent_config(tiny_bench(tmp_path, more + ["lors"]), "scenes", 0.4), 8)
+    current = lambda d: cases.shares_experts(d, rc, plain=False)   # noqa: E731
+    assert cases.extendable_run(store, rc.to_dict(), has=current) == extended
+    # a case whose data is no longer the data the source gives is neither reused nor extended
+    for run_id in cases_in(tmp_path / "runs"):
+        record = store.layout(run_id).data_record
+        changed = dict(json.loads(record.read_text()), fingerprint="0" * 16)
+        (record.parent / "new.json").write_text(json.dumps(changed))
+        os.replace(record.parent / "new.json", record)       # this run's file only (the others link the old one)
+    assert cases.extendable_run(store, rc.to_dict(), has=current) == ""
+    more_rc = cases.child_config(bench.parent_config(tiny_bench(tmp_path, more), "scenes", 0.4), 8)
+    assert cases.finished_run(store, more_rc.to_dict(), need=["evaluate"], has=current) == ""
 
 
 def test_a_case_is_extended_only_from_one_whose_settings_equal_but_for_the_methods(tmp_path):
@@ -72,7 +85,14 @@ def test_a_case_is_extended_only_from_one_whose_settings_equal_but_for_the_metho
     seed = dataclasses.replace(more, seed=1)
     assert cases.extendable_run(store, seed.to_dict()) == ""
     with pytest.raises(ValueError, match="more than evaluate.methods"):
-        cases.extend_run(store, done, done, seed)
+        cases.extend_run(store, done, seed)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(Exception):                                      # it has no result table to read back
+        cases.extend_run(store, done, more)
+    assert sorted(os.listdir(tmp_path)) == before                       # no half-built case left behind
+    odd = store.create({**rc.to_dict(), "distill": {**rc.to_dict()["distill"], "learn_p": True}})   # an unknown key
+    store.write_status(odd, state="done", stages_done=["data", "experts", "distill", "evaluate"])
+    assert cases.extendable_run(store, more.to_dict()) == done          # skipped, not an error
     store.write_status(done, state="failed")                             # only a finished case
     assert cases.extendable_run(store, more.to_dict()) == ""
 

@@ -5,11 +5,14 @@ half way to resume, and a finished case of the same settings with fewer methods 
 A case is a child run (distill.m = M) that starts from its parent's data and experts. Extending a
 finished case makes a new child with the new method list that starts from the finished one's data,
 experts, distilled set, baseline sets and finished method rows: its evaluate stage then trains
-students only for the methods the finished case lacks (the same experts, data, seeds and student
-protocol as the rows it keeps, so the rows still compare as one run).
+students only for the methods the finished case lacks, on the finished case's own data and experts
+(experts it lacks, e.g. the plain ones, are trained there from that data under the same settings),
+with the same seeds and student protocol as the rows it keeps, so the rows still compare as one run.
+Every reuse asks `has(run_dir)` first: the bench passes "its data is still the data the source gives".
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -19,6 +22,7 @@ from ..data.run_data import source_matches
 from ..evaluate.methods import expand_methods
 from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
+from ..errors import MDWError
 from ..runs.store import RunStore, append_jsonl, atomic_write_json, read_json
 
 EXPERT_KEYS = ("seed", "data", "model", "experts")   # what a parent run's experts depend on
@@ -37,16 +41,6 @@ def _link_tree(src: str, dst: str) -> None:
     shutil.copytree(src, dst, copy_function=_link)
 
 
-def _link_missing(src: str, dst: str) -> None:
-    """Link into the folder dst every file of the folder src that dst does not have."""
-    for folder, _, files in os.walk(src):
-        into = os.path.join(dst, os.path.relpath(folder, src))
-        os.makedirs(into, exist_ok=True)
-        for name in files:
-            if not os.path.exists(os.path.join(into, name)):
-                _link(os.path.join(folder, name), os.path.join(into, name))
-
-
 def _without_methods(config: dict) -> dict:
     return {**config, "evaluate": {**config.get("evaluate", {}), "methods": None}}
 
@@ -56,7 +50,7 @@ def _same_config(store: RunStore, run_id: str, config: dict, keys=None, view=lam
     through `view`. A key added to the config since the run was made reads as its default."""
     try:
         old = view(RunConfig.from_dict(store.read_config(run_id)).to_dict())
-    except (OSError, ValueError):
+    except (OSError, ValueError, MDWError):       # a run of an unknown or older config: not this case
         return False
     config = view(config)
     return all(old.get(k) == config.get(k) for k in (keys or [k for k in config if k != "cache_dir"]))
@@ -73,55 +67,73 @@ def finished_run(store: RunStore, config: dict, keys=None, need=(), has=lambda r
     return ""
 
 
-def interrupted_run(store: RunStore, config: dict) -> str:
+def interrupted_run(store: RunStore, config: dict, has=lambda run_dir: True) -> str:
     """The newest case with this whole config that stopped before its end (failed, cancelled, or
-    'running' with its process gone) after its experts were linked in; "" if none. The pipeline
-    resumes it: finished stages and finished method rows are kept."""
+    'running' with its process gone) after its experts were linked in, and passes `has`; "" if
+    none. The pipeline resumes it: finished stages and finished method rows are kept."""
     for r in store.list_runs():
         stopped = r.get("state") in ("failed", "cancelled") or (r.get("state") == "running" and not pid_alive(r.get("pid")))
-        if stopped and "experts" in (r.get("stages_done") or []) and _same_config(store, r["id"], config):
+        if (stopped and "experts" in (r.get("stages_done") or []) and _same_config(store, r["id"], config)
+                and has(store.run_dir(r["id"]))):
             return r["id"]
     return ""
 
 
-def extendable_run(store: RunStore, config: dict) -> str:
-    """The newest finished case whose config equals `config` in everything but evaluate.methods
-    (the experts, data, distillation, seeds and student protocol); "" if none."""
-    for r in store.list_runs():
+def extendable_run(store: RunStore, config: dict, has=lambda run_dir: True) -> str:
+    """The finished case whose config equals `config` in everything but evaluate.methods (the
+    experts, data, distillation, seeds and student protocol), which passes `has`, and which already
+    has the most of the methods `config` lists (the newest of those on a tie); "" if none."""
+    wanted = set(expand_methods(config["evaluate"]["methods"]))
+    best, most = "", -1
+    for r in store.list_runs():                                   # newest first
         if (r.get("state") == "done" and "evaluate" in (r.get("stages_done") or [])
-                and _same_config(store, r["id"], config, view=_without_methods)):
-            return r["id"]
-    return ""
+                and _same_config(store, r["id"], config, view=_without_methods) and has(store.run_dir(r["id"]))):
+            lay = open_run(store.run_dir(r["id"]))
+            done = {row["method"] for row in read_json(lay.eval_results)["rows"]} if lay.eval_results.is_file() else set()
+            if len(done & wanted) > most:
+                best, most = r["id"], len(done & wanted)
+    return best
 
 
-def extend_run(store: RunStore, source: str, parent: str, rc: RunConfig) -> str:
-    """A new case with config `rc` that starts from the finished case `source`: its data, experts,
-    distilled set, baseline sets and students linked in, its distillation events copied, and its
-    result rows of the methods `rc` still lists kept; experts the parent run has and `source` lacks
-    (the plain ones a new method needs) are linked in from `parent`. Running the pipeline on it
-    measures only the methods `source` lacks. Raises ValueError when `source` differs from `rc` in
-    more than the method list."""
+def extend_run(store: RunStore, source: str, rc: RunConfig) -> str:
+    """A new case with config `rc` that starts from the finished case `source` (upgraded to the
+    current run format first): its data, experts, distilled set, baseline sets and students linked
+    in, its distillation events copied, and its result rows of the methods `rc` still lists kept.
+    Running the pipeline on it measures only the methods `source` lacks. Raises ValueError when
+    `source` differs from `rc` in more than the method list; a failure while it is being built
+    removes the half-built run."""
     if not _same_config(store, source, rc.to_dict(), view=_without_methods):
         raise ValueError(f"run {source}: its config differs from the case's in more than evaluate.methods")
+    src = open_run(store.run_dir(source))
     run_id = store.create(rc.to_dict(), name=rc.name)
-    src, dst, up = store.layout(source), store.layout(run_id), store.layout(parent)
-    for part in CASE_PARTS:
-        if getattr(src, part).is_dir():
-            _link_tree(os.fspath(getattr(src, part)), os.fspath(getattr(dst, part)))
-    for part in PARENT_PARTS:
-        _link_missing(os.fspath(getattr(up, part)), os.fspath(getattr(dst, part)))
-    wanted = set(expand_methods(rc.evaluate.methods))
-    table = read_json(src.eval_results)
-    kept = [r for r in table["rows"] if r["method"] in wanted]
-    dst.eval_results.unlink()                   # a linked file: the new table is this run's own
-    atomic_write_json(dst.eval_results, {**table, "rows": kept}, indent=1)
-    for event in store.read_events(source, stage="distill"):    # the distilled set's iteration times
-        append_jsonl(dst.events, event)
-    store.write_status(run_id, stages_done=["data", "experts", "heatmaps", "distill"], extends=source)
-    new = [m for m in expand_methods(rc.evaluate.methods) if m not in {r["method"] for r in kept}]
-    store.log(run_id, f"extends the finished case {source}: {len(kept)} method rows read back from it; "
-                      f"measured here: {', '.join(new) or 'none'}")
+    with _removed_on_failure(store, run_id):
+        dst = store.layout(run_id)
+        for part in CASE_PARTS:
+            if getattr(src, part).is_dir():
+                _link_tree(os.fspath(getattr(src, part)), os.fspath(getattr(dst, part)))
+        wanted = set(expand_methods(rc.evaluate.methods))
+        table = read_json(src.eval_results)
+        kept = [r for r in table["rows"] if r["method"] in wanted]
+        dst.eval_results.unlink()                   # a linked file: the new table is this run's own
+        atomic_write_json(dst.eval_results, {**table, "rows": kept}, indent=1)
+        for event in store.read_events(source, stage="distill"):    # the distilled set's iteration times
+            append_jsonl(dst.events, event)
+        new = [m for m in expand_methods(rc.evaluate.methods) if m not in {r["method"] for r in kept}]
+        store.log(run_id, f"extends the finished case {source}: {len(kept)} method rows read back from it; "
+                          f"measured here: {', '.join(new) or 'none'}")
+        store.write_status(run_id, stages_done=["data", "experts", "heatmaps", "distill"], extends=source)
     return run_id
+
+
+@contextlib.contextmanager
+def _removed_on_failure(store: RunStore, run_id: str):
+    """Remove the run folder if the block raises (a half-built case is never left to be taken for a
+    queued run); the error goes on."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(store.run_dir(run_id), ignore_errors=True)
+        raise
 
 
 def shares_experts(run_dir: str, rc: RunConfig, plain: bool) -> bool:
@@ -141,8 +153,9 @@ def child_run(store: RunStore, parent: str, rc: RunConfig, m: int) -> str:
     """A run with distill.m = m that starts from the parent's data and experts."""
     rc = child_config(rc, m)
     run_id = store.create(rc.to_dict(), name=rc.name)
-    src, dst = store.layout(parent), store.layout(run_id)
-    for part in PARENT_PARTS:
-        _link_tree(os.fspath(getattr(src, part)), os.fspath(getattr(dst, part)))
-    store.write_status(run_id, stages_done=["data", "experts", "heatmaps"])
+    with _removed_on_failure(store, run_id):
+        src, dst = store.layout(parent), store.layout(run_id)
+        for part in PARENT_PARTS:
+            _link_tree(os.fspath(getattr(src, part)), os.fspath(getattr(dst, part)))
+        store.write_status(run_id, stages_done=["data", "experts", "heatmaps"])
     return run_id

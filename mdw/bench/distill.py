@@ -286,18 +286,19 @@ def run(cfg: DistillBenchConfig, log=print) -> tuple:
                 if run_in_context(store, parent, lambda ctx, rc=rc: parent_stages(ctx, rc, plain)) != 0:
                     raise RuntimeError(f"{dataset} η={eta}: {store.read_status(parent)['error']}")
                 log(f"{dataset} η={eta}: experts in {time.time() - t0:.0f} s")
+            current = lambda d, rc=rc: shares_experts(d, rc, plain=False)   # its data is today's   # noqa: E731
             for m in ms:
                 t0 = time.time()
-                child = finished_run(store, child_config(rc, m).to_dict(), need=["evaluate"])
+                child = finished_run(store, child_config(rc, m).to_dict(), need=["evaluate"], has=current)
                 if child:
                     log(f"{dataset} η={eta} M={m}: reused {child}")
                 else:
-                    child = interrupted_run(store, child_config(rc, m).to_dict())
-                    source = "" if child else extendable_run(store, child_config(rc, m).to_dict())
+                    child = interrupted_run(store, child_config(rc, m).to_dict(), has=current)
+                    source = "" if child else extendable_run(store, child_config(rc, m).to_dict(), has=current)
                     if child:
                         log(f"{dataset} η={eta} M={m}: resuming {child}")
                     elif source:
-                        child = extend_run(store, source, parent, child_config(rc, m))
+                        child = extend_run(store, source, child_config(rc, m))
                         log(f"{dataset} η={eta} M={m}: {child} extends the finished {source}: only the methods it lacks run")
                     else:
                         child = child_run(store, parent, rc, m)
