@@ -140,6 +140,11 @@ class DistillConfig:
     ceo_floor: float = 0.2       # λ: no pixel is frozen
     ceo_refresh: int = 10        # R: masks recomputed every R iterations
     lr_images: float = 0.001     # Adam, pixels in [0, 1] (0.01 eroded the images: students fell below the start)
+    images_optimizer: str = "adam"   # the pixels' optimiser: adam | sgd (with images_momentum, as MTT and LoRS).
+    #                              Adam divides each pixel's step by its own gradient scale, so CEO's per-pixel
+    #                              rescaling cancels out of an Adam step wherever a pixel's weight stays the same
+    #                              from one mask refresh to the next (tests/test_distill.py)
+    images_momentum: float = 0.5     # sgd: momentum of the pixel updates (MTT, LoRS: 0.5)
     lr_text: float = 0.0005      # Adam, g0 features
     lr_z: float = 0.2            # Adam, P̃'s logits (a = 3, lr 0.2: chosen on the dev split, docs/benchmarks/distill_sweep.md)
     lr_alpha: float = 0.01       # Adam, log step sizes
@@ -169,6 +174,10 @@ class DistillConfig:
             raise ConfigError(f"distill.experts: unknown {self.experts!r}; known: dtcl, plain, filtered")
         if not (0.0 <= self.ceo_floor <= 1.0):
             raise ConfigError(f"distill.ceo_floor: must be in [0, 1], got {self.ceo_floor}")
+        if self.images_optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"distill.images_optimizer: unknown {self.images_optimizer!r}; known: adam, sgd")
+        if not (0.0 <= self.images_momentum < 1.0):
+            raise ConfigError(f"distill.images_momentum: must be in [0, 1), got {self.images_momentum}")
 
 
 EVAL_METHODS = ("random", "clean-coreset", "mtt-vl", "lors", "filter-mtt-vl", "filter-lors", "mdw", "mdw-init",

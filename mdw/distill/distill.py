@@ -115,6 +115,19 @@ def check_distilled(syn: DistilledSet, cfg: DistillConfig, at: str) -> None:
     check_finite(syn.label_leaves(), "distill", at, "the soft labels P̃", lower_lr_hint(("distill.lr_z", cfg.lr_z)))
 
 
+def optimisers(syn: DistilledSet, cfg: DistillConfig) -> list:
+    """The optimisers of one distillation: Adam on T̃ (lr_text), α (lr_alpha) and P̃'s leaves (lr_z);
+    the pixels Ṽ in the same Adam (lr_images) or, with images_optimizer "sgd", by SGD with momentum
+    images_momentum at lr_images (MTT, Cazenavette et al. 2022; LoRS: SGD, momentum 0.5). With SGD a
+    pixel's step is proportional to its gradient, so CEO's rescaling (METHOD §6) shapes the step."""
+    groups = [{"params": [syn.text], "lr": cfg.lr_text}, {"params": [syn.log_alpha], "lr": cfg.lr_alpha}]
+    if syn.label_leaves():
+        groups.append({"params": syn.label_leaves(), "lr": cfg.lr_z})
+    if cfg.images_optimizer == "sgd":
+        return [torch.optim.Adam(groups), torch.optim.SGD([syn.images], lr=cfg.lr_images, momentum=cfg.images_momentum)]
+    return [torch.optim.Adam([{"params": [syn.images], "lr": cfg.lr_images}] + groups)]
+
+
 def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image_size: int, cfg: DistillConfig,
             seed: int = 0, progress: Optional[Callable[[float, str], None]] = None,
             on_iteration: Optional[Callable[[int, dict], None]] = None,
@@ -125,11 +138,7 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
     dev = model.device
     syn.to(dev).requires_grad_(True)
     student = Student(model, cfg.loss)
-    groups = [{"params": [syn.images], "lr": cfg.lr_images}, {"params": [syn.text], "lr": cfg.lr_text},
-              {"params": [syn.log_alpha], "lr": cfg.lr_alpha}]
-    if syn.label_leaves():
-        groups.append({"params": syn.label_leaves(), "lr": cfg.lr_z})
-    opt = torch.optim.Adam(groups)
+    opts = optimisers(syn, cfg)
     rng = np.random.default_rng(seed)
     bs = cfg.syn_batch or syn.m
     snaps = snapshot_iterations(cfg)
@@ -146,7 +155,8 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
         s, k = pick_segment(traj.params, cfg, rng)
         start, target = traj.params[s].to(dev), traj.params[s + k].to(dev)
         batches = [torch.from_numpy(rng.permutation(syn.m)[:bs]).to(dev) for _ in range(cfg.syn_steps)]
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         loss = match_adjoint(student, syn, start, target, batches, traj.scale(s, cfg, dev))
         check_finite(loss, "distill", f"iteration {it}", "the matching loss L_TM",
                      lower_lr_hint(("distill.lr_alpha", cfg.lr_alpha), ("distill.lr_images", cfg.lr_images)))
@@ -154,7 +164,8 @@ def distill(syn: DistilledSet, trajectories: list, model_cfg: ModelConfig, image
             if masks is None or (it - 1) % max(cfg.ceo_refresh, 1) == 0:
                 masks = ceo_masks(model, syn, start, cfg.ceo_topk)
             syn.images.grad = apply_ceo(syn.images.grad, masks, cfg.ceo_floor)
-        opt.step()
+        for opt in opts:
+            opt.step()
         with torch.no_grad():
             syn.images.clamp_(0.0, 1.0)   # the synthetic images stay images (ours)
         check_distilled(syn, cfg, f"iteration {it}")
