@@ -139,7 +139,8 @@ class DistillConfig:
     ceo_topk: int = 3
     ceo_floor: float = 0.2       # λ: no pixel is frozen
     ceo_refresh: int = 10        # R: masks recomputed every R iterations
-    lr_images: float = 0.001     # Adam, pixels in [0, 1] (0.01 eroded the images: students fell below the start)
+    lr_images: float = 0.001     # the pixels' lr (in [0, 1] units) under images_optimizer; Adam 0.01 eroded the
+    #                              images (docs/benchmarks/pixel_lr_wide_dev.md: the more they move, the worse)
     images_optimizer: str = "adam"   # the pixels' optimiser: adam | sgd (with images_momentum, as MTT and LoRS).
     #                              Adam divides each pixel's step by its own gradient scale, so CEO's per-pixel
     #                              rescaling cancels out of an Adam step wherever a pixel's weight stays the same

@@ -19,10 +19,10 @@ import shutil
 
 from ..config import RunConfig
 from ..data.run_data import source_matches
+from ..errors import MDWError
 from ..evaluate.methods import expand_methods
 from ..runs.manager import pid_alive
 from ..runs.migrate import open_run
-from ..errors import MDWError
 from ..runs.store import RunStore, append_jsonl, atomic_write_json, read_json
 
 EXPERT_KEYS = ("seed", "data", "model", "experts")   # what a parent run's experts depend on
