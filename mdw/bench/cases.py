@@ -111,14 +111,15 @@ def extend_run(store: RunStore, source: str, rc: RunConfig) -> str:
         for part in CASE_PARTS:
             if getattr(src, part).is_dir():
                 _link_tree(os.fspath(getattr(src, part)), os.fspath(getattr(dst, part)))
-        wanted = set(expand_methods(rc.evaluate.methods))
+        wanted = expand_methods(rc.evaluate.methods)
         table = read_json(src.eval_results)
         kept = [r for r in table["rows"] if r["method"] in wanted]
+        have = {r["method"] for r in kept}
         dst.eval_results.unlink()                   # a linked file: the new table is this run's own
         atomic_write_json(dst.eval_results, {**table, "rows": kept}, indent=1)
         for event in store.read_events(source, stage="distill"):    # the distilled set's iteration times
             append_jsonl(dst.events, event)
-        new = [m for m in expand_methods(rc.evaluate.methods) if m not in {r["method"] for r in kept}]
+        new = [m for m in wanted if m not in have]
         store.log(run_id, f"extends the finished case {source}: {len(kept)} method rows read back from it; "
                           f"measured here: {', '.join(new) or 'none'}")
         store.write_status(run_id, stages_done=["data", "experts", "heatmaps", "distill"], extends=source)
