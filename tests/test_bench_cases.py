@@ -57,7 +57,10 @@ def test_a_finished_case_given_more_methods_runs_only_those_and_matches_the_whol
     assert cases_in(tmp_path / "runs") == sorted([source, extended])
     fewer, _, _ = bench.run(tiny_bench(tmp_path, ["mtt-vl", "mdw"]))
     assert [r["method"] for r in fewer] == ["mtt-vl", "mdw"] and key(fewer) == key(rows)[2:]
-    assert "measured here: none" in open(store.layout(cases_in(tmp_path / "runs")[-1]).log).read()
+    newest = store.layout(cases_in(tmp_path / "runs")[-1])
+    assert "measured here: none" in open(newest.log).read()
+    with open(newest.eval_results) as f:                     # its table names the methods it was asked for
+        assert json.load(f)["config"]["evaluate"]["methods"] == ["mtt-vl", "mdw"]
     # the source is the case with the most of the methods asked for, not the newest (the one just made)
     rc = cases.child_config(bench.parent_config(tiny_bench(tmp_path, more + ["lors"]), "scenes", 0.4), 8)
     current = lambda d: cases.shares_experts(d, rc, plain=False)   # noqa: E731

@@ -40,6 +40,7 @@ def stage_evaluate(ctx, cfg: RunConfig, report: Callable) -> None:
     table = read_json(path) if path.is_file() else {"rows": []}
     table["config"] = {"evaluate": dataclasses.asdict(ev), "M": cfg.distill.m, "eta": cfg.data.eta,
                        "preset": cfg.model.preset, "distill_iterations": cfg.distill.iterations}
+    atomic_write_json(path, table, indent=1)      # the config of this run, even when every row is read back
     done = {(r["method"], r["arch"]) for r in table["rows"]}
     archs = [cfg.model.preset] + ([ev.cross_arch] if ev.cross_arch and ev.cross_arch != cfg.model.preset else [])
     jobs = [(m, a) for m in expand_methods(ev.methods) for a in (archs[:1] if m.startswith("expert-") else archs)]
