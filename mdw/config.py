@@ -327,17 +327,23 @@ def _coerce(tp, v, key: str):
     raise ConfigError(f"{key}: expected {tp.__name__}, got {v!r}")
 
 
+def parse_setting(item: str, flag: str = "--set") -> tuple:
+    """'key=value' -> (key, value): the value parsed as JSON, else taken as text. Raises ConfigError
+    naming `flag` and the item when it has no '=' or no key."""
+    key, eq, raw = item.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"{flag} {item!r}: expected key=value")
+    try:
+        return key.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return key.strip(), raw
+
+
 def apply_overrides(cfg: RunConfig, overrides: list) -> RunConfig:
     """Apply `key=value` strings (dotted keys; values parsed as JSON, else taken as text)."""
     d = cfg.to_dict()
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        key, value = parse_setting(item)
         node = d
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -86,6 +86,27 @@ def test_distill_bench_sets_a_distill_setting_only_when_asked(key, value, text, 
         bench.parent_config(bench.DistillBenchConfig(**{key: bad}), "scenes", 0.4)
 
 
+def test_distill_bench_passes_any_other_distill_setting_typed_and_checked():
+    from mdw.config import ConfigError, parse_setting
+    cfg = bench.DistillBenchConfig(distill={"expert_epochs": 3, "max_start_epoch": 3, "images_optimizer": "sgd"},
+                                   ms={"scenes": [20]}, etas=[0.4], seed=1)
+    d = cases.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill
+    assert (d.expert_epochs, d.max_start_epoch, d.images_optimizer, d.syn_steps) == (3, 3, "sgd", 8)
+    assert "distill.expert_epochs 3, distill.max_start_epoch 3" in bench.run_line(bench.recorded(cfg))
+    for bad, named in (({"expert_epochs": "three"}, "distill.expert_epochs"), ({"nope": 1}, "distill.nope"),
+                       ({"iterations": 5}, "--iterations"), ({"m": 5}, "--datasets")):
+        with pytest.raises(ConfigError, match=named):
+            bench.parent_config(bench.DistillBenchConfig(distill=bad), "scenes", 0.4)
+    assert [parse_setting(s, "--distill") for s in ("ceo=false", "lr_images=0.01", "images_optimizer=sgd")] == [
+        ("ceo", False), ("lr_images", 0.01), ("images_optimizer", "sgd")]
+    with pytest.raises(ConfigError, match="--distill 'K3'"):
+        parse_setting("K3", "--distill")
+    # a run seed at another K is another setting: never paired with one at the default
+    default = bench.DistillBenchConfig(ms={"scenes": [20]}, etas=[0.4], seed=0)
+    own = bench.settings_of([bench.recorded(default), bench.recorded(cfg)], bench.recorded(bench.DistillBenchConfig()))
+    assert own[("scenes", 0.4, 20, 0)] != own[("scenes", 0.4, 20, 1)]
+
+
 def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
     # `bench detection` once read args.ceo_floor, a flag only `bench distill` has (AttributeError)
     from mdw.bench import detection
@@ -102,9 +123,10 @@ def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
     assert main(["bench", "detection", "--datasets", "scenes", "--etas", "0.4", "--scenes-train", "200"]) == 0
     assert seen["detection"].datasets == ["scenes"] and seen["detection"].scenes.n_train == 200
     main(["bench", "distill", "--datasets", "scenes:20", "--etas", "0.4", "--ceo-floor", "0.5", "--alpha-scale", "8",
-          "--syn-steps", "16", "--run-seed", "2"])
+          "--syn-steps", "16", "--run-seed", "2", "--distill", "expert_epochs=3", "--distill", "ceo=false"])
     assert (seen["distill"].ceo_floor, seen["distill"].alpha_scale, seen["distill"].ms) == (0.5, 8.0, {"scenes": [20]})
     assert seen["distill"].syn_steps == 16 and seen["distill"].seed == 2
+    assert seen["distill"].distill == {"expert_epochs": 3, "ceo": False}
 
 
 def test_detection_bench_merge_keeps_the_other_data_sets(tmp_path):

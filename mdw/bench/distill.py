@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import EVAL_METHODS, RunConfig, ScenesConfig
+from ..config import EVAL_METHODS, ConfigError, RunConfig, ScenesConfig
 from ..evaluate.methods import expand_methods, needs_plain
 from ..pipeline import run_pipeline
 from ..train.stage import ensure_experts
@@ -48,6 +48,8 @@ class DistillBenchConfig:
     alpha_scale: float = 1.0     # distilled sets' students at alpha_scale × the learned α (evaluate.alpha_scale)
     ceo_floor: float | None = None   # distill.ceo_floor (CEO's λ) of every distilled set; None: the config default
     syn_steps: int | None = None     # distill.syn_steps (N) of every distilled set; None: the config default
+    distill: dict = field(default_factory=dict)   # any other distill.* setting of every distilled set, e.g.
+    #                                               {"expert_epochs": 3}; {}: the config's (bench distill --distill)
     cross_arch: str = ""
     scenes: ScenesConfig = field(default_factory=lambda: ScenesConfig(n_train=1000, n_dev=100, n_test=300))
     epochs: dict = field(default_factory=lambda: {"scenes": 6, "flickr8k": 3})
@@ -86,10 +88,27 @@ def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfi
         rc.distill.ceo_floor = cfg.ceo_floor
     if cfg.syn_steps is not None:
         rc.distill.syn_steps = cfg.syn_steps
+    rc = with_distill(rc, cfg.distill)
     rc.evaluate = dataclasses.replace(rc.evaluate, methods=list(cfg.methods), seeds=cfg.seeds,
                                       steps=cfg.student_steps, batch_size=cfg.student_batch, cross_arch=cfg.cross_arch,
                                       alpha_scale=cfg.alpha_scale)
     return rc.validate()
+
+
+BENCH_OWN = {"m": "--datasets", "iterations": "--iterations", "syn_batch": "--syn-batch", "ceo_floor": "--ceo-floor",
+             "syn_steps": "--syn-steps"}   # distill keys the bench sets through its own flags
+
+
+def with_distill(rc: RunConfig, settings: dict) -> RunConfig:
+    """`rc` with `settings` ({distill key: value}) put into its distill section, typed and checked as a
+    config file's would be. Raises ConfigError naming an unknown key, a value of the wrong type, or a
+    key the bench sets through its own flag (BENCH_OWN)."""
+    own = sorted(set(settings) & set(BENCH_OWN))
+    if own:
+        raise ConfigError(f"bench distill: distill.{own[0]} is set by {BENCH_OWN[own[0]]}, not by --distill")
+    d = rc.to_dict()
+    d["distill"].update(settings)
+    return RunConfig.from_dict(d)
 
 
 def case_of(r: dict) -> tuple:
@@ -198,6 +217,8 @@ def run_line(c: dict) -> str:
         extra += f", CEO's λ (distill.ceo_floor) {c['ceo_floor']:g}"
     if c.get("syn_steps") is not None:
         extra += f", N = {c['syn_steps']} student steps per matching (distill.syn_steps)"
+    for key, value in (c.get("distill") or {}).items():
+        extra += f", distill.{key} {value}"
     if c.get("seed"):
         extra += (", " if extra else "") + f"run seed {c['seed']}"
     if c.get("epochs"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..bench import detection
+from ..config import parse_setting
 from . import heatmap_cmd
 from . import query_cmd
 
@@ -38,6 +39,9 @@ def add_parser(sub) -> None:
                    help="CEO's λ (distill.ceo_floor) for every distilled set (default: the config's)")
     s.add_argument("--syn-steps", type=int, default=None,
                    help="N, student steps per matching (distill.syn_steps), for every distilled set (default: the config's)")
+    s.add_argument("--distill", action="append", default=[], metavar="KEY=VALUE",
+                   help="another distill setting for every distilled set, e.g. --distill expert_epochs=3 (repeatable; "
+                        "values as JSON, else text)")
     s.add_argument("--scenes-train", type=int, default=None)
     s.add_argument("--run-seed", type=int, default=None,
                    help="run seed: the experts' initialisation and the distilled sets' draws (default 0); with --merge, "
@@ -132,6 +136,7 @@ def run_distill(args) -> int:
         cfg.ceo_floor = args.ceo_floor
     if args.syn_steps is not None:
         cfg.syn_steps = args.syn_steps
+    cfg.distill = dict(parse_setting(item, "--distill") for item in args.distill)
     if args.scenes_train:
         cfg.scenes.n_train = args.scenes_train
     if args.run_seed is not None:
