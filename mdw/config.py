@@ -345,7 +345,7 @@ def apply_overrides(cfg: RunConfig, overrides: list) -> RunConfig:
     for item in overrides or []:
         key, value = parse_setting(item)
         node = d
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
                 raise ConfigError(f"--set {item!r}: unknown key {key!r}")
