@@ -92,7 +92,8 @@ def test_distill_bench_passes_any_other_distill_setting_typed_and_checked():
                                    ms={"scenes": [20]}, etas=[0.4], seed=1)
     d = cases.child_config(bench.parent_config(cfg, "scenes", 0.4), 20).distill
     assert (d.expert_epochs, d.max_start_epoch, d.images_optimizer, d.syn_steps) == (3, 3, "sgd", 8)
-    assert "distill.expert_epochs 3, distill.max_start_epoch 3" in bench.run_line(bench.recorded(cfg))
+    assert "distill.expert_epochs 3, distill.images_optimizer sgd, distill.max_start_epoch 3" in bench.run_line(
+        bench.recorded(cfg))
     for bad, named in (({"expert_epochs": "three"}, "distill.expert_epochs"), ({"nope": 1}, "distill.nope"),
                        ({"iterations": 5}, "--iterations"), ({"m": 5}, "--datasets")):
         with pytest.raises(ConfigError, match=named):
@@ -105,6 +106,14 @@ def test_distill_bench_passes_any_other_distill_setting_typed_and_checked():
     default = bench.DistillBenchConfig(ms={"scenes": [20]}, etas=[0.4], seed=0)
     own = bench.settings_of([bench.recorded(default), bench.recorded(cfg)], bench.recorded(bench.DistillBenchConfig()))
     assert own[("scenes", 0.4, 20, 0)] != own[("scenes", 0.4, 20, 1)]
+    # one setting however it is written: flag order, 1 or 1.0, a default given explicitly
+    same = lambda a, b: (bench.settings_of([bench.recorded(bench.DistillBenchConfig(distill=a))], {})   # noqa: E731
+                         == bench.settings_of([bench.recorded(bench.DistillBenchConfig(distill=b))], {}))
+    assert same({"expert_epochs": 3, "ceo": False}, {"ceo": False, "expert_epochs": 3})
+    assert same({"lr_images": 1}, {"lr_images": 1.0}) and same({"expert_epochs": 2}, {})
+    assert not same({"expert_epochs": 3}, {})
+    with pytest.raises(ConfigError, match="--methods"):          # which experts is each method's own
+        bench.parent_config(bench.DistillBenchConfig(distill={"experts": "plain"}), "scenes", 0.4)
 
 
 def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):

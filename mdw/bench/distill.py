@@ -96,7 +96,8 @@ def parent_config(cfg: DistillBenchConfig, dataset: str, eta: float) -> RunConfi
 
 
 BENCH_OWN = {"m": "--datasets", "iterations": "--iterations", "syn_batch": "--syn-batch", "ceo_floor": "--ceo-floor",
-             "syn_steps": "--syn-steps"}   # distill keys the bench sets through its own flags
+             "syn_steps": "--syn-steps", "experts": "--methods (each method names its experts)"}
+#            distill keys the bench sets itself
 
 
 def with_distill(rc: RunConfig, settings: dict) -> RunConfig:
@@ -109,6 +110,14 @@ def with_distill(rc: RunConfig, settings: dict) -> RunConfig:
     d = rc.to_dict()
     d["distill"].update(settings)
     return RunConfig.from_dict(d)
+
+
+def distill_settings(settings: dict) -> dict:
+    """`settings` ({distill key: value}) as the table records them, so that one setting however it was
+    written is one setting: typed as the config types them (1 and 1.0 are the same lr), keys sorted,
+    keys at their config default left out. Raises ConfigError as `with_distill` does."""
+    built, default = with_distill(RunConfig(), settings).distill, RunConfig().distill
+    return {k: getattr(built, k) for k in sorted(settings) if getattr(built, k) != getattr(default, k)}
 
 
 def case_of(r: dict) -> tuple:
@@ -189,7 +198,8 @@ def recorded(cfg: DistillBenchConfig) -> dict:
     """The config as the table records it: an absolute runs or output folder by its name only, never a
     machine path."""
     label = lambda d: os.path.basename(os.path.normpath(d)) if d and os.path.isabs(d) else d   # noqa: E731
-    return dict(dataclasses.asdict(cfg), runs_dir=label(cfg.runs_dir), out_dir=label(cfg.out_dir))
+    return dict(dataclasses.asdict(cfg), runs_dir=label(cfg.runs_dir), out_dir=label(cfg.out_dir),
+                distill=distill_settings(cfg.distill))
 
 
 def merge_previous(cfg: DistillBenchConfig, rows: list, memory: list) -> tuple:
