@@ -116,6 +116,19 @@ def test_distill_bench_passes_any_other_distill_setting_typed_and_checked():
         bench.parent_config(bench.DistillBenchConfig(distill={"experts": "plain"}), "scenes", 0.4)
 
 
+def test_a_bad_distill_setting_stops_the_bench_before_it_makes_a_folder(tmp_path, monkeypatch):
+    from mdw.config import ConfigError
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    for runs_dir in ("", str(tmp_path / "runs")):   # a temporary folder or the user's own
+        cfg = bench.DistillBenchConfig(distill={"expert_epochs": "three"}, ms={"scenes": [20]}, etas=[0.4],
+                                       runs_dir=runs_dir, out_dir=str(tmp_path / "out"), memory_steps=[])
+        with pytest.raises(ConfigError, match="distill.expert_epochs"):
+            bench.run(cfg, log=lambda *a: None)
+    assert os.listdir(tmp_path / "tmp") == [] and not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
 def test_bench_commands_turn_their_flags_into_the_bench_configs(monkeypatch):
     # `bench detection` once read args.ceo_floor, a flag only `bench distill` has (AttributeError)
     from mdw.bench import detection
