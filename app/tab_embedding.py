@@ -15,7 +15,7 @@ from mdw.errors import MDWError
 from mdw.evaluate.projection import points_path
 from mdw.heatmaps.render import resize_image
 from mdw.views.embedding import (KINDS, SOURCES, STATUS_NAMES, embedding_map, first_distilled_point, load_points,
-                                 point_rows, point_sample)
+                                 point_rows, point_sample, projection_caption)
 
 from .components import StableImage
 from .context import AppContext, error_text, message_figure
@@ -64,7 +64,7 @@ def figure(ctx: AppContext, run_id, sources, statuses, picked=None):
     if pts is None:
         return message_figure(NO_PROJECTION), message_figure(NO_PROJECTION), [], NO_PROJECTION
     views = [embedding_map(pts, k, statuses or [], sources or []) for k in KINDS]
-    note = "; ".join(v.note() for v in views) + (
+    note = projection_caption(pts.meta) + ". " + "; ".join(v.note() for v in views) + (
         ". Distilled points are the large black ones, labelled with their index; both maps share one space.")
     return (*(_figure(v, pts, picked) for v in views), point_rows(pts, views), note)
 

@@ -160,6 +160,7 @@ def test_embedding_map_and_picking_a_point(served):
     images, texts, table, note = client.predict(run_id, ["real", "distilled"], statuses, None,
                                                 api_name="/embedding_map")
     assert "images:" in note and "texts:" in note and "scattergl" in text_of(images).lower()
+    assert note.startswith("Map: PCA")   # the tab says how the map was made (a tiny run: PCA)
     rows = table["data"]
     assert {r[2] for r in rows} == {"real", "distilled"} and {r[1] for r in rows} == {"image", "text"}
     distilled = [r for r in rows if r[2] == "distilled"][0]

@@ -115,6 +115,13 @@ def test_embedding_map_layers_palette_and_first_point(run):
     assert point_sample(v, dv, pts, real).text.startswith(f"real pair {int(pts.item[real])}")
     with pytest.raises(ValueError):
         embedding_map(pts, "video")
+    # the map says how it was made: this tiny run has under 1,000 points, so the default took PCA
+    from mdw.views.embedding import projection_caption
+    assert pts.meta["method"] == "pca" and projection_caption(pts.meta).startswith("Map: PCA")
+    assert f"{pts.meta['n_fitted']:,} points fitted" in projection_caption(pts.meta)
+    big = dict(pts.meta, method="umap", subsampled=True, n_pairs_kept=50_000, n_pairs_total=120_000, n_fitted=100_016)
+    assert projection_caption(big).startswith("Map: UMAP") and "100,016 points fitted" in projection_caption(big)
+    assert "subsampled, 50,000 of 120,000" in projection_caption(big)
 
 
 def test_evolution_curves_measure_what_the_snapshots_hold(run):

@@ -94,6 +94,22 @@ def load_points(run_dir: str) -> Optional[Points]:
                   item, p["meta"])
 
 
+def projection_caption(meta: dict) -> str:
+    """How the map was made, from projection/meta.json: the method (UMAP, or PCA, which the default
+    `projection.method=auto` takes below `projection.pca_below` points), whose embeddings, how many
+    points were fitted, and whether the real pairs were subsampled. A map's distances mean different
+    things under the two (PCA: a linear view; UMAP: neighbourhoods), so the tab says which it shows."""
+    method = str(meta.get("method", "?"))
+    how = {"umap": "UMAP (neighbourhoods kept, distances between clusters not)",
+           "pca": "PCA (a linear view; the default switches to UMAP from 1,000 points, projection.method picks)"
+           }.get(method, method)
+    text = f"Map: {how} of the {meta.get('model_resolved', meta.get('model', '?'))} embeddings, " \
+           f"{int(meta.get('n_fitted', meta.get('n_points', 0))):,} points fitted"
+    if meta.get("subsampled"):
+        text += f"; real pairs subsampled, {int(meta['n_pairs_kept']):,} of {int(meta['n_pairs_total']):,}"
+    return text
+
+
 def _style(status: str, n_real: int) -> tuple:
     """(size px, opacity) of a status' markers."""
     if status == "distilled":
