@@ -158,13 +158,13 @@ def build_run_index(run_dir: str, cfg, icfg: Optional[IndexConfig] = None,
     meta_path = lay.index_meta
     if meta_path.exists():
         os.remove(meta_path)  # the old index is incomplete from here until the new meta.json lands
-    ann.write_index(os.fspath(lay.index_file("images.faiss")), image_index)
-    ann.write_index(os.fspath(lay.index_file("captions.faiss")), caption_index)
-    for name, arr in (("image_emb.npy", img), ("caption_emb.npy", txt)):
-        atomic_save(lay.index_file(name), lambda tmp, a=arr: np.save(tmp, a))
+    ann.write_index(os.fspath(lay.index_images), image_index)
+    ann.write_index(os.fspath(lay.index_captions), caption_index)
+    for path, arr in ((lay.index_image_emb, img), (lay.index_caption_emb, txt)):
+        atomic_save(path, lambda tmp, a=arr: np.save(tmp, a))
     if icfg.store_images:
-        atomic_save(lay.index_file("images_u8.npy"), lambda tmp: np.save(tmp, split.images.numpy()))
-    atomic_write_json(lay.index_file("items.json"), items)
+        atomic_save(lay.index_images_u8, lambda tmp: np.save(tmp, split.images.numpy()))
+    atomic_write_json(lay.index_items, items)
     meta = {"model": icfg.model, "model_resolved": spec, "preset": model.preset, "image_size": model.image_size,
             "split": icfg.split, **info, "n_images": int(len(img)), "n_captions": int(len(txt)),
             "dim": int(img.shape[1]), "recall": recall_at_k(img, txt, split.caption_image),
@@ -201,13 +201,13 @@ class RunIndex:
             raise RunError(f"{run_dir}: no retrieval index (missing {lay.index_meta}; the index stage "
                            "or `python -m mdw query --build` writes it)")
         meta = read_json(lay.index_meta)
-        indexes = [ann.read_index(os.fspath(lay.index_file(n))) for n in ("images.faiss", "captions.faiss")]
+        indexes = [ann.read_index(os.fspath(p)) for p in (lay.index_images, lay.index_captions)]
         for name, index in zip(("images", "captions"), indexes):
             if isinstance(meta.get(name), dict) and meta[name].get("value"):
                 ann.set_depth(index, meta[name]["value"])
-        imgs_path = lay.index_file("images_u8.npy")
-        return cls(run_dir, meta, indexes[0], indexes[1], np.load(lay.index_file("image_emb.npy")),
-                   np.load(lay.index_file("caption_emb.npy")), read_json(lay.index_file("items.json")),
+        imgs_path = lay.index_images_u8
+        return cls(run_dir, meta, indexes[0], indexes[1], np.load(lay.index_image_emb),
+                   np.load(lay.index_caption_emb), read_json(lay.index_items),
                    np.load(imgs_path, mmap_mode="r") if imgs_path.is_file() else None, device)
 
     @property

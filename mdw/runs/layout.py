@@ -213,9 +213,13 @@ class RunLayout:
     def eval_results(self) -> Path:
         return self.eval_dir / "results.json"
 
+    @property
+    def eval_sets_dir(self) -> Path:
+        return self.eval_dir / "sets"
+
     def eval_set(self, name: str) -> Path:
         """eval/sets/<method>.pt: the M pairs a method selected or distilled (a DistilledSet)."""
-        return self.eval_dir / "sets" / f"{name}.pt"
+        return self.eval_sets_dir / f"{name}.pt"
 
     def eval_student(self, method: str, seed) -> Path:
         """eval/students/<method>/seed<seed>.pt: a student model saved by the evaluate stage."""
@@ -230,10 +234,35 @@ class RunLayout:
         """index/meta.json, written last: the index's model spec, sizes and search depth."""
         return self.index_dir / "meta.json"
 
-    def index_file(self, name: str) -> Path:
-        """index/<name>: images.faiss, captions.faiss, image_emb.npy, caption_emb.npy,
-        images_u8.npy, items.json (mdw/evaluate/index.py)."""
-        return self.index_dir / name
+    @property
+    def index_images(self) -> Path:
+        """index/images.faiss: the FAISS index of the split's image embeddings (mdw/evaluate/index.py)."""
+        return self.index_dir / "images.faiss"
+
+    @property
+    def index_captions(self) -> Path:
+        """index/captions.faiss: the FAISS index of the split's caption embeddings."""
+        return self.index_dir / "captions.faiss"
+
+    @property
+    def index_image_emb(self) -> Path:
+        """index/image_emb.npy: float32 (n_images, dim), L2-normalised."""
+        return self.index_dir / "image_emb.npy"
+
+    @property
+    def index_caption_emb(self) -> Path:
+        """index/caption_emb.npy: float32 (n_captions, dim), L2-normalised."""
+        return self.index_dir / "caption_emb.npy"
+
+    @property
+    def index_images_u8(self) -> Path:
+        """index/images_u8.npy: uint8 (n_images, S, S, 3), the split's images (index.store_images)."""
+        return self.index_dir / "images_u8.npy"
+
+    @property
+    def index_items(self) -> Path:
+        """index/items.json: the captions and which image each belongs to."""
+        return self.index_dir / "items.json"
 
     @property
     def projection_dir(self) -> Path:
@@ -257,8 +286,14 @@ class RunLayout:
     def audit_decisions(self) -> Path:
         return self.audit_dir / "decisions.jsonl"
 
-    def audit_file(self, name: str) -> Path:
-        return self.audit_dir / name
+    @property
+    def audit_decisions_csv(self) -> Path:
+        """audit/decisions.csv: the decisions exported for a spreadsheet."""
+        return self.audit_dir / "decisions.csv"
+
+    def audit_cleaned_pairs(self, threshold: float) -> Path:
+        """audit/cleaned_pairs_clean-ge-<threshold, 2 decimals>.csv: the pairs kept at that threshold."""
+        return self.audit_dir / f"cleaned_pairs_clean-ge-{float(threshold):.2f}.csv"
 
     # ----- what the run has -------------------------------------------------------------------
     def format_version(self) -> int:

@@ -98,7 +98,7 @@ def upgrade_distilled_sets(lay: RunLayout) -> None:
     """Distilled sets saved before `labels` and `meta` were stored (distill/distilled.pt, its
     snapshots, the baselines' eval/sets/*.pt): "soft" labels (the only kind then) and {}."""
     import torch
-    paths = [lay.distilled] + sorted(lay.snapshots_dir.glob("*.pt")) + sorted((lay.eval_dir / "sets").glob("*.pt"))
+    paths = [lay.distilled] + sorted(lay.snapshots_dir.glob("*.pt")) + sorted(lay.eval_sets_dir.glob("*.pt"))
     for path in paths:
         if not path.is_file():
             continue

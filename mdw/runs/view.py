@@ -295,10 +295,9 @@ class RunView:
         """Write audit/cleaned_pairs_clean-ge-<threshold, 2 decimals>.csv (atomically; text cells
         escaped against spreadsheet formulas, see mdw/csvio.py): (its path, rows written)."""
         rows = self.cleaned_pairs(threshold)
-        name = f"cleaned_pairs_clean-ge-{float(threshold):.2f}.csv"
-        return write_csv(self.layout.audit_file(name), CLEANED_COLUMNS, rows), len(rows)
+        return write_csv(self.layout.audit_cleaned_pairs(threshold), CLEANED_COLUMNS, rows), len(rows)
 
     def decisions_csv(self) -> str:
         """Write audit/decisions.csv (atomically; escaped like the cleaned pair list) and return its path."""
         from .audit import decisions_csv
-        return atomic_write_text(self.layout.audit_file("decisions.csv"), decisions_csv(self.run_dir))
+        return atomic_write_text(self.layout.audit_decisions_csv, decisions_csv(self.run_dir))
