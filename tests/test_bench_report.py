@@ -126,6 +126,10 @@ def test_a_bad_distill_setting_stops_the_bench_before_it_makes_a_folder(tmp_path
                                        runs_dir=runs_dir, out_dir=str(tmp_path / "out"), memory_steps=[])
         with pytest.raises(ConfigError, match="distill.expert_epochs"):
             bench.run(cfg, log=lambda *a: None)
+        small = bench.DistillBenchConfig(ms={"scenes": [20, 1]}, etas=[0.4], runs_dir=runs_dir,
+                                         out_dir=str(tmp_path / "out"), memory_steps=[])
+        with pytest.raises(ConfigError, match="m >= 2"):   # M = 1 found before the experts train, not after
+            bench.run(small, log=lambda *a: None)
     assert os.listdir(tmp_path / "tmp") == [] and not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
 
 

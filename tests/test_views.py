@@ -117,8 +117,16 @@ def test_embedding_map_layers_palette_and_first_point(run):
         embedding_map(pts, "video")
     # the map says how it was made: this tiny run has under 1,000 points, so the default took PCA
     from mdw.views.embedding import projection_caption
-    assert pts.meta["method"] == "pca" and projection_caption(pts.meta).startswith("Map: PCA")
-    assert f"{pts.meta['n_fitted']:,} points fitted" in projection_caption(pts.meta)
+    n = pts.meta["n_fitted"]
+    assert pts.meta["method"] == "pca" and projection_caption(pts.meta).startswith(
+        f"Map: PCA (a linear view; {n:,} points, under projection.pca_below; UMAP from 1,000)")
+    assert f"{n:,} points fitted" in projection_caption(pts.meta)
+    asked = dict(pts.meta, signature={"config": {"method": "pca", "pca_below": 1000}}, n_fitted=5000)
+    assert "(a linear view; projection.method=pca)" in projection_caption(asked)   # asked, not too small
+    other = dict(pts.meta, signature={"config": {"method": "auto", "pca_below": 5000}}, n_fitted=3000)
+    assert "3,000 points, under projection.pca_below; UMAP from 5,000" in projection_caption(other)
+    assert "too few points" in projection_caption(dict(pts.meta, signature={"config": {"method": "umap"}}, n_fitted=3))
+    assert "already 2-D" in projection_caption(dict(pts.meta, method="identity"))
     big = dict(pts.meta, method="umap", subsampled=True, n_pairs_kept=50_000, n_pairs_total=120_000, n_fitted=100_016)
     assert projection_caption(big).startswith("Map: UMAP") and "100,016 points fitted" in projection_caption(big)
     assert "subsampled, 50,000 of 120,000" in projection_caption(big)

@@ -300,9 +300,10 @@ def parent_stages(ctx, rc: RunConfig, plain: bool) -> None:
 
 def run(cfg: DistillBenchConfig, log=print) -> tuple:
     t_all = time.time()
-    for dataset in cfg.ms:        # every case's settings checked before any folder is made (ConfigError)
+    for dataset, ms in cfg.ms.items():   # every case's settings checked before any folder is made (ConfigError)
         for eta in cfg.etas:
-            parent_config(cfg, dataset, eta)
+            for m in ms:
+                child_config(parent_config(cfg, dataset, eta), m).validate()
     root = cfg.runs_dir or tempfile.mkdtemp(prefix="mdw-bench-distill-")
     store = RunStore(root)
     rows = []

@@ -95,17 +95,28 @@ def load_points(run_dir: str) -> Optional[Points]:
 
 
 def projection_caption(meta: dict) -> str:
-    """How the map was made, from projection/meta.json: the method (UMAP, or PCA, which the default
-    `projection.method=auto` takes below `projection.pca_below` points), whose embeddings, how many
-    points were fitted, and whether the real pairs were subsampled. A map's distances mean different
-    things under the two (PCA: a linear view; UMAP: neighbourhoods), so the tab says which it shows."""
-    method = str(meta.get("method", "?"))
-    how = {"umap": "UMAP (neighbourhoods kept, distances between clusters not)",
-           "pca": "PCA (a linear view; the default switches to UMAP from 1,000 points, projection.method picks)"
-           }.get(method, method)
-    text = f"Map: {how} of the {meta.get('model_resolved', meta.get('model', '?'))} embeddings, " \
-           f"{int(meta.get('n_fitted', meta.get('n_points', 0))):,} points fitted"
-    if meta.get("subsampled"):
+    """How the map was made, from projection/meta.json: the method and why (PCA when asked, or under
+    `auto` below the run's `projection.pca_below` points, or with too few points for UMAP; UMAP; or the
+    embeddings as they are when already 2-D), whose embeddings, how many points were fitted, and whether
+    the real pairs were subsampled. A map's distances mean different things under PCA (a linear view)
+    and UMAP (neighbourhoods), so the tab says which it shows. Keys a meta.json lacks read as unknown."""
+    conf = (meta.get("signature") or {}).get("config") or {}
+    method, asked = str(meta.get("method", "?")), str(conf.get("method", "auto"))
+    n = int(meta.get("n_fitted", meta.get("n_points", 0)))
+    if method == "pca":
+        below = max(int(conf.get("pca_below", 1000)), 4)
+        why = ("projection.method=pca" if asked == "pca" else
+               f"{n:,} points, under projection.pca_below; UMAP from {below:,}" if asked == "auto" and n < below
+               else "too few points for UMAP")
+        how = f"PCA (a linear view; {why})"
+    elif method == "umap":
+        how = "UMAP (neighbourhoods kept, distances between clusters not)"
+    elif method == "identity":
+        how = "the coordinates as they are (the embeddings are already 2-D)"
+    else:
+        how = method
+    text = f"Map: {how} of the {meta.get('model_resolved', meta.get('model', '?'))} embeddings, {n:,} points fitted"
+    if meta.get("subsampled") and "n_pairs_kept" in meta and "n_pairs_total" in meta:
         text += f"; real pairs subsampled, {int(meta['n_pairs_kept']):,} of {int(meta['n_pairs_total']):,}"
     return text
 
