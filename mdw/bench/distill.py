@@ -300,16 +300,16 @@ def parent_stages(ctx, rc: RunConfig, plain: bool) -> None:
 
 def run(cfg: DistillBenchConfig, log=print) -> tuple:
     t_all = time.time()
-    for dataset, ms in cfg.ms.items():   # every case's settings checked before any folder is made (ConfigError)
-        for eta in cfg.etas:
-            for m in ms:
-                child_config(parent_config(cfg, dataset, eta), m).validate()
+    parents = {(dataset, eta): parent_config(cfg, dataset, eta) for dataset in cfg.ms for eta in cfg.etas}
+    for (dataset, _), rc in parents.items():   # every case's settings checked before any folder is made (ConfigError)
+        for m in cfg.ms[dataset]:
+            child_config(rc, m).validate()
     root = cfg.runs_dir or tempfile.mkdtemp(prefix="mdw-bench-distill-")
     store = RunStore(root)
     rows = []
     for dataset, ms in cfg.ms.items():
         for eta in cfg.etas:
-            rc = parent_config(cfg, dataset, eta)
+            rc = parents[dataset, eta]
             plain = needs_plain(cfg.methods)
             parent = finished_run(store, rc.to_dict(), EXPERT_KEYS, ["experts"],
                                   lambda d, rc=rc: shares_experts(d, rc, plain))
