@@ -164,6 +164,9 @@ def test_sweep_scores_variants_on_the_dev_split(tiny_run, tmp_path):
     # each run once in the record, though it wrote a partial table after every variant (an absolute
     # out_dir was stored machine-free and so never matched: one line per partial write before)
     assert [sorted(c["variants"]) for c in json.load(open(paths[1]))["config"]["runs"]] == [["fast-p", "random"], ["random"]]
+    # the markdown's Runs lines name each invocation's variants: two sweeps of one run with one note differ
+    runs_md = open(paths[2]).read().split("## Runs")[1]
+    assert "seeds; random, fast-p." in runs_md and "seeds; random." in runs_md
     clean = sweep.sweep_variant(run_dir, cfg, pairs, dev, "clean", {"coreset": "clean"}, 1)[0]
     start = DistilledSet.load(os.path.join(run_dir, "distill", "snapshots", "it_00000.pt")).init_pairs
     data = from_coreset(pairs, np.searchsorted(pairs.pair_ids, start), coreset_alpha(cfg))   # MDW's start pairs

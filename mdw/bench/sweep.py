@@ -180,5 +180,6 @@ def write(cfg: SweepConfig, rows: list) -> tuple:
           "p_diag: the mean diagonal of the row-normalised P̃ at the end. image_shift: mean |Ṽ − Ṽ₀| in % of the "
           "start images' range (how far the pixels moved).\n\n"
           + markdown_table(flat, COLUMNS + ["overrides"]) + "\n## Runs\n\n"
-          + "\n".join(f"- {c['run_dir']}: {c['seeds']} seeds. {c.get('note', '')}" for c in runs) + "\n")
+          + "\n".join(f"- {c['run_dir']}: {c['seeds']} seeds; {', '.join(c.get('variants') or [])}. {c.get('note', '')}"
+                      for c in runs) + "\n")
     return write_results(cfg.out_dir, cfg.name, flat, {"runs": runs}, md)
