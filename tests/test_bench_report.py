@@ -245,6 +245,21 @@ def test_benchmark_configs_record_no_machine_path(tmp_path):
     assert str(tmp_path) not in text and repo_root() not in text
 
 
+def test_benchmark_configs_name_the_cpu_model_their_seconds_were_measured_on(tmp_path):
+    import platform
+    from mdw.bench.report import cpu_model, write_results
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14 96-Core Processor\n"
+                    "\nprocessor\t: 1\nmodel name\t: AMD EPYC 9R14 96-Core Processor\n")
+    assert cpu_model(str(info)) == "AMD EPYC 9R14 96-Core Processor"
+    fallback = platform.processor() or platform.machine()
+    assert cpu_model(str(tmp_path / "absent")) == fallback
+    info.write_text("processor\t: 0\nmodel name\t:\n")          # an empty model name is not a model
+    assert cpu_model(str(info)) == fallback
+    paths = write_results(str(tmp_path), "x", [{"method": "m", "v": 1.0}], {"n": 1}, "# x\n")
+    assert json.load(open(paths[1]))["environment"]["cpu"] == cpu_model()
+
+
 def test_a_rerun_with_an_absolute_data_path_is_not_recorded_twice(tmp_path):
     # the table stores paths machine-free, so comparing the raw config never matched: each partial
     # write of one run added it again to the table's runs

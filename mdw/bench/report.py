@@ -37,9 +37,25 @@ def clean_number(v):
     return v
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's model name (Linux: the first `model name` line of /proc/cpuinfo; elsewhere
+    `platform.processor()`, or `platform.machine()` when that is empty). Two tables' seconds compare only
+    on one model: the same code took 2.0-2.4x longer per distillation iteration on one 2-core cloud
+    machine than on another (docs/distillation_record.md)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    return {"device": dev, "torch": torch.__version__, "python": platform.python_version(),
+    return {"device": dev, "cpu": cpu_model(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
