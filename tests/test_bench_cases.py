@@ -46,11 +46,19 @@ def test_a_finished_case_given_more_methods_runs_only_those_and_matches_the_whol
         assert kept[r["method"]] == r
     assert "measured here: clean-coreset, mtt-vl" in open(dst.log).read()
     assert store.read_status(extended)["extends"] == source
+    # each row names the run that measured it, and the table lists the case's rows by run
+    assert {r["method"]: r["measured_in"] for r in rows} == {"random": source, "clean-coreset": extended,
+                                                             "mtt-vl": extended, "mdw": source}
+    md = open(tmp_path / "out-runs" / "distill.md").read()
+    assert (f"scenes η 0.4, M 8, run seed 0: random, mdw measured in run {source}; clean-coreset, mtt-vl "
+            f"measured in run {extended}") in md
     assert dst.experts("plain").exists() and not src.experts("plain").exists()   # trained in it, from its data
     # the extension gives the numbers a whole case with every method gives (same experts' seed, data, students)
     whole, _, _ = bench.run(tiny_bench(tmp_path, more, runs="fresh"))
     key = lambda rs: [(r["method"], r["mean_recall"], r["IR@1"], r["TR@10"]) for r in rs]   # noqa: E731
     assert key(rows) == key(whole)
+    assert {r["measured_in"] for r in whole} == {cases_in(tmp_path / "fresh")[0]}       # one run: no such section
+    assert "more than one run" not in open(tmp_path / "out-fresh" / "distill.md").read()
     assert rows[0]["mean_recall"] == first[0]["mean_recall"]
     # the same command again reads the extended case back; fewer methods extend it with nothing to run
     bench.run(tiny_bench(tmp_path, more))

@@ -245,6 +245,15 @@ def test_benchmark_configs_record_no_machine_path(tmp_path):
     assert str(tmp_path) not in text and repo_root() not in text
 
 
+def test_cases_measured_over_more_than_one_run_are_listed_by_run_and_old_rows_are_not():
+    row = lambda method, run, m=20: {"dataset": "scenes", "eta": 0.8, "M": m, "run_seed": 0, "method": method,   # noqa: E731
+                                     **({"measured_in": run} if run else {})}
+    rows = [row("random", "a"), row("mdw", "a"), row("ladder-p", "b"), row("mdw", "c", 50), row("random", "c", 50),
+            row("random", None, 8), row("ladder-p", None, 8)]
+    assert bench.mixed_cases(rows) == ["scenes η 0.8, M 20, run seed 0: random, mdw measured in run a; "
+                                       "ladder-p measured in run b"]
+
+
 def test_benchmark_configs_name_the_cpu_model_their_seconds_were_measured_on(tmp_path):
     import platform
     from mdw.bench.report import cpu_model, write_results

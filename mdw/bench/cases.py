@@ -126,6 +126,20 @@ def extend_run(store: RunStore, source: str, rc: RunConfig) -> str:
     return run_id
 
 
+def measured_in(store: RunStore, run_id: str, method: str, arch: str) -> str:
+    """The run whose evaluate stage measured the (method, arch) row of case `run_id`: the run itself, or,
+    where it extends a finished case (its status's `extends`, see extend_run) that holds the row, the run
+    that measured it there (followed back through every extension). A source no longer in the store ends
+    the search at the last run that still is."""
+    source = store.read_status(run_id).get("extends")
+    while source and store.exists(source):
+        rows = read_json(open_run(store.run_dir(source)).eval_results)["rows"]
+        if not any(r["method"] == method and r.get("arch") == arch for r in rows):
+            break
+        run_id, source = source, store.read_status(source).get("extends")
+    return run_id
+
+
 @contextlib.contextmanager
 def _removed_on_failure(store: RunStore, run_id: str):
     """Remove the run folder if the block raises (a half-built case is never left to be taken for a

@@ -24,7 +24,7 @@ from ..runs.context import run_in_context
 from ..runs.migrate import open_run
 from ..runs.store import RunStore, read_json
 from .cases import EXPERT_KEYS, child_config, child_run, extend_run, extendable_run, finished_run, interrupted_run, \
-    shares_experts
+    measured_in, shares_experts
 from .across_runs import (ACROSS_COLUMNS, ACROSS_HEADER, STRONG_BASELINES, across_runs, ratio_verdict, recorded_seed_of,
                           run_seed_of, settings_of)
 from .memory import peak_memory
@@ -151,6 +151,7 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
                "iterations": its.get(r["method"])}   # the distilled methods
         row["sec_per_it"] = sec.get(r["method"])
         row["eval_seconds"] = row.pop("seconds", None)
+        row["measured_in"] = measured_in(store, run_id, r["method"], r.get("arch"))   # an extended case's rows: from 2+ runs
         out.append(row)
     return out
 
@@ -239,6 +240,23 @@ def run_line(c: dict) -> str:
             + (f". {c['note']}" if c.get("note") else ""))
 
 
+def mixed_cases(rows: list) -> list:
+    """One line per case whose rows come from more than one run (a finished case that `bench distill`
+    extended with methods: its rows read back, only the new methods measured), naming the run that
+    measured each method; rows without a `measured_in` (tables written before it) are left out."""
+    origins = {}
+    for r in rows:
+        if r.get("measured_in"):
+            origins.setdefault(case_of(r), {}).setdefault(r["measured_in"], []).append(r["method"])
+    return [f"{ds} η {eta:g}, M {'–' if m is None else m}, run seed {seed}: " +
+            "; ".join(f"{', '.join(methods)} measured in run {run}" for run, methods in by_run.items())
+            for (ds, eta, m, seed), by_run in origins.items() if len(by_run) > 1]
+
+
+MIXED_HEADER = ("\n\n## Cases measured over more than one run\n\nA finished case given more methods keeps its rows and "
+                "measures only the new methods; the run that measured each row (a run's name starts with its date):\n\n")
+
+
 def live_runs(runs: list) -> list:
     """The runs that still own a row: a case (data set, η, M, run seed) belongs to the last run that measured it,
     the memory rows to the last run that measured memory. config.json keeps every run."""
@@ -273,7 +291,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
     earlier = []
     if cfg.merge:
         rows, memory, earlier = merge_previous(cfg, rows, memory)
-    summary, runs = summarise(rows), earlier + [recorded(cfg)]
+    summary, runs, mixed = summarise(rows), earlier + [recorded(cfg)], mixed_cases(rows)
     spread_rows, spread_lines = across_runs(rows, settings_of(runs, recorded(DistillBenchConfig())))
     md = ("# Distillation: every method in one run (`python -m mdw bench distill`)\n\n"
           f"Distillation iterations per distilled method: the `iterations` column; students: {cfg.student_steps} steps from "
@@ -284,6 +302,7 @@ def write(cfg: DistillBenchConfig, rows: list, memory: list, minutes: float) -> 
           ("\n## Peak memory of one matching gradient (M = 50, 64 px)\n\n" +
            markdown_table(memory, ["method", "syn_steps", "peak_mib", "before_mib", "device"]) if memory else "") +
           "\n## Runs merged into this table\n\n" + "\n".join(f"- {run_line(c)}" for c in live_runs(runs)) +
+          (MIXED_HEADER + "\n".join(f"- {line}" for line in mixed) if mixed else "") +
           "\n\n## Targets\n\n" + "\n".join(f"- {s}" for s in summary) +
           (ACROSS_HEADER + markdown_table(spread_rows, ACROSS_COLUMNS) + "\n" + "\n".join(f"- {s}" for s in spread_lines)
            if spread_rows else "") + TOOK.format(minutes=minutes))
