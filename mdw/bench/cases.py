@@ -126,18 +126,19 @@ def extend_run(store: RunStore, source: str, rc: RunConfig) -> str:
     return run_id
 
 
-def measured_in(store: RunStore, run_id: str, method: str, arch: str) -> str:
-    """The run whose evaluate stage measured the (method, arch) row of case `run_id`: the run itself, or,
-    where it extends a finished case (its status's `extends`, see extend_run) that holds the row, the run
-    that measured it there (followed back through every extension). A source no longer in the store ends
-    the search at the last run that still is."""
+def measured_in(store: RunStore, run_id: str, keys: list) -> dict:
+    """{(method, arch): the run whose evaluate stage measured that row of case `run_id`} for the row keys
+    `keys`: the run itself, or, where it extends a finished case (its status's `extends`, see extend_run)
+    that holds the row, the run that measured it there (followed back through every extension; each
+    source's table read once). A source no longer in the store ends the search at the last run that is."""
+    origin, open_keys = {k: run_id for k in keys}, set(keys)
     source = store.read_status(run_id).get("extends")
-    while source and store.exists(source):
+    while open_keys and source and store.exists(source):
         rows = read_json(open_run(store.run_dir(source)).eval_results)["rows"]
-        if not any(r["method"] == method and r.get("arch") == arch for r in rows):
-            break
-        run_id, source = source, store.read_status(source).get("extends")
-    return run_id
+        open_keys &= {(r["method"], r.get("arch")) for r in rows}
+        origin.update(dict.fromkeys(open_keys, source))
+        source = store.read_status(source).get("extends")
+    return origin
 
 
 @contextlib.contextmanager

@@ -142,6 +142,7 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
             meta = DistilledSet.load(p).meta
             its[r["method"]] = int(meta.get("iterations", iterations))       # mdw-init: 0
             sec[r["method"]] = meta.get("seconds", np.nan) / its[r["method"]] if its[r["method"]] else None
+    origin = measured_in(store, run_id, [(r["method"], r.get("arch")) for r in table["rows"]])
     order = expand_methods(store.read_config(run_id)["evaluate"]["methods"])
     rank = lambda r: order.index(r["method"]) if r["method"] in order else len(order)   # noqa: E731
     out = []
@@ -151,7 +152,7 @@ def rows_of(store: RunStore, run_id: str, dataset: str, eta: float, m: int, iter
                "iterations": its.get(r["method"])}   # the distilled methods
         row["sec_per_it"] = sec.get(r["method"])
         row["eval_seconds"] = row.pop("seconds", None)
-        row["measured_in"] = measured_in(store, run_id, r["method"], r.get("arch"))   # an extended case's rows: from 2+ runs
+        row["measured_in"] = origin[r["method"], r.get("arch")]   # an extended case's rows: from 2+ runs
         out.append(row)
     return out
 
