@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 
 import numpy as np
 from PIL import Image
@@ -56,8 +58,6 @@ TINY_RUN = ["data.scenes.n_train=60", "data.scenes.n_dev=10", "data.scenes.n_tes
 def run_tiny(root, *extra, until=None, name="tiny"):
     """A TINY_RUN pipeline run (plus `extra` overrides) in root/runs with its own cache in root/cache:
     (store, run_id, exit code). Sets $MDW_CACHE (tests restore it with monkeypatch or a fixture)."""
-    import os
-
     from mdw.config import RunConfig, apply_overrides
     from mdw.pipeline import run_pipeline
     from mdw.runs.context import run_in_context
@@ -111,3 +111,76 @@ def write_run_data_for(run_dir, captions, pair_image=None, is_noisy=None, size: 
     write_run_data(lay, Prepared(ps, images, Noise(0.0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64)),
                                  "synthetic"), DataConfig(image_size=size))
     return lay
+
+
+def bench_row(ds, eta, m, method, recall):
+    """One `bench distill` table row with only the keys the merge and the summary read."""
+    return {"dataset": ds, "eta": eta, "M": m, "method": method, "arch": "cpu-small", "mean_recall": recall}
+
+
+# ----- files for the readers' tests: tiny images, Flickr8k-style folders, Karpathy JSON, shards -----
+
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
+
+
+def image_bytes(i: int, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 10), COLOURS[i % len(COLOURS)]).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_images(folder, names):
+    os.makedirs(folder, exist_ok=True)
+    for i, n in enumerate(names):
+        path = os.path.join(folder, n)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(image_bytes(i, "PNG" if n.endswith(".png") else "JPEG"))
+
+
+def write(path, text: str | bytes):
+    with open(path, "wb") as f:
+        f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return str(path)
+
+
+def flickr_folder(tmp_path, rows=None, splits=None):
+    """a..e in splits, f in none; two captions each unless `rows` says otherwise."""
+    names = [f"{c}.jpg" for c in "abcdef"]
+    write_images(tmp_path / "images", names)
+    rows = rows if rows is not None else [(n, k, f"photo {n} caption {k}") for n in names for k in range(2)]
+    write(tmp_path / "captions.tsv", "image\tcaption_index\tcaption\n" + "".join(f"{n}\t{k}\t{c}\n" for n, k, c in rows))
+    splits = splits or {"train.txt": "a.jpg\nb.jpg\nc.jpg\n", "dev.txt": "d.jpg\n", "test.txt": "e.jpg\n"}
+    for fname, text in splits.items():
+        write(tmp_path / fname, text)
+    return str(tmp_path)
+
+
+def karpathy(tmp_path, images=None, make=True):
+    images = images if images is not None else [
+        {"filepath": "train2014", "filename": "a.jpg", "split": "train",
+         "sentences": [{"raw": "A red thing.", "sentid": 0}, {"tokens": ["a", "red", "box"], "sentid": 1}]},
+        {"filepath": "val2014", "filename": "b.jpg", "split": "restval", "sentences": [{"raw": "A green thing."}]},
+        {"filepath": "val2014", "filename": "c.jpg", "split": "val", "sentences": [{"raw": "A blue thing."}]},
+        {"filepath": "val2014", "filename": "d.jpg", "split": "test", "sentences": [{"raw": "A yellow thing."}]},
+    ]
+    if make:
+        write_images(tmp_path / "coco", ["train2014/a.jpg", "val2014/b.jpg", "val2014/c.jpg", "val2014/d.jpg"])
+    return write(tmp_path / "dataset_coco.json", json.dumps({"images": images, "dataset": "coco"}))
+
+
+def shards(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    write_shard(folder / "00001.tar", [
+        ("00010.jpg", image_bytes(0)), ("00010.txt", b"a red square"), ("00010.json", b'{"caption": "ignored"}'),
+        ("00011.png", image_bytes(1, "PNG")), ("00011.json", b'{"caption": "a green square"}'),
+        ("00012.txt", b"caption without image"),
+        ("00013.jpg", image_bytes(2)), ("00013.txt", b"   "),
+        ("00014.jpg", image_bytes(3)), ("00014.txt", b"caf\xe9"),
+    ])
+    write_shard(folder / "00000.tar", [(f"{k:05d}.{e}", d) for k in range(8)
+                                       for e, d in (("jpg", image_bytes(k)), ("txt", f"caption {k}".encode()))]
+                + [("00008.jpg", b"not really a jpeg"), ("00008.txt", b"corrupt image, read later")])
+    write(folder / "00000_stats.json", "{}")
+    return folder

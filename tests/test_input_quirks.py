@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from helpers import png_bytes
+from helpers import image_bytes, png_bytes, write, write_images, write_shard
 from mdw.config import DataConfig, RunConfig, apply_overrides
 from mdw.data.decode import read_square
 from mdw.data.prepare import prepare
@@ -24,7 +24,6 @@ from mdw.errors import DataError
 from mdw.pipeline import run_pipeline
 from mdw.runs.context import run_in_context
 from mdw.runs.store import RunStore, read_jsonl
-from test_readers import image_bytes, write, write_images, write_shard
 
 BOM = b"\xef\xbb\xbf"
 

@@ -1,8 +1,7 @@
-"""Readers → PairSet: every format on tiny data made here, every bad input, auto-detection,
-and the shared Flickr8k copy (skipped when absent)."""
+"""Readers → PairSet: Flickr8k-style folders, Karpathy JSON, auto-detection, and the shared
+Flickr8k copy (skipped when absent). Tables and webdataset shards: test_readers_tables.py."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -11,55 +10,16 @@ import types
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from mdw.config import DataConfig
 from mdw.data.pairset import FileImages
-from mdw.data.readers import hash_split, read_flickr_folder, read_karpathy
-from mdw.data.tables import read_table
+from mdw.data.readers import read_flickr_folder, read_karpathy
 from mdw.data.sources import describe_source, detect_source, load_source
-from mdw.data.webdataset import ShardImages, read_webdataset
 from mdw.errors import DataError
 
-from helpers import write_shard
+from helpers import flickr_folder, karpathy, shards, write, write_images
 
 SHARED_FLICKR8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "flickr8k")
-COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
-
-
-def image_bytes(i: int, fmt: str = "JPEG") -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (12, 10), COLOURS[i % len(COLOURS)]).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def write_images(folder, names):
-    os.makedirs(folder, exist_ok=True)
-    for i, n in enumerate(names):
-        path = os.path.join(folder, n)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(image_bytes(i, "PNG" if n.endswith(".png") else "JPEG"))
-
-
-def write(path, text: str | bytes):
-    with open(path, "wb") as f:
-        f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
-    return str(path)
-
-
-def flickr_folder(tmp_path, rows=None, splits=None):
-    """a..e in splits, f in none; two captions each unless `rows` says otherwise."""
-    names = [f"{c}.jpg" for c in "abcdef"]
-    write_images(tmp_path / "images", names)
-    rows = rows if rows is not None else [(n, k, f"photo {n} caption {k}") for n in names for k in range(2)]
-    write(tmp_path / "captions.tsv", "image\tcaption_index\tcaption\n" + "".join(f"{n}\t{k}\t{c}\n" for n, k, c in rows))
-    splits = splits or {"train.txt": "a.jpg\nb.jpg\nc.jpg\n", "dev.txt": "d.jpg\n", "test.txt": "e.jpg\n"}
-    for fname, text in splits.items():
-        write(tmp_path / fname, text)
-    return str(tmp_path)
-
-
 def check_shared_index(ps):
     """Each caption's image index is valid and captions of one image share it."""
     assert len(ps.pair_image) == ps.n_pairs and ps.pair_image.max() < ps.n_images
@@ -183,19 +143,6 @@ def test_shared_flickr8k_copy_loads_with_the_official_split_sizes():
 
 
 # -- Karpathy JSON ---------------------------------------------------------------------------------
-def karpathy(tmp_path, images=None, make=True):
-    images = images if images is not None else [
-        {"filepath": "train2014", "filename": "a.jpg", "split": "train",
-         "sentences": [{"raw": "A red thing.", "sentid": 0}, {"tokens": ["a", "red", "box"], "sentid": 1}]},
-        {"filepath": "val2014", "filename": "b.jpg", "split": "restval", "sentences": [{"raw": "A green thing."}]},
-        {"filepath": "val2014", "filename": "c.jpg", "split": "val", "sentences": [{"raw": "A blue thing."}]},
-        {"filepath": "val2014", "filename": "d.jpg", "split": "test", "sentences": [{"raw": "A yellow thing."}]},
-    ]
-    if make:
-        write_images(tmp_path / "coco", ["train2014/a.jpg", "val2014/b.jpg", "val2014/c.jpg", "val2014/d.jpg"])
-    return write(tmp_path / "dataset_coco.json", json.dumps({"images": images, "dataset": "coco"}))
-
-
 def test_karpathy_json_reads_splits_and_paths(tmp_path):
     ps = read_karpathy(karpathy(tmp_path), str(tmp_path / "coco"))
     assert ps.counts() == {"train": {"images": 2, "pairs": 3}, "dev": {"images": 1, "pairs": 1},
@@ -247,141 +194,6 @@ def test_karpathy_invalid_json_and_missing_file(tmp_path):
         read_karpathy(str(tmp_path / "nope.json"))
 
 
-# -- CSV / TSV / JSONL ------------------------------------------------------------------------------
-def test_csv_with_split_column_shares_image_entries(tmp_path):
-    write_images(tmp_path / "pics", ["a.jpg", "b.png", "c.jpg", "d.jpg"])
-    path = write(tmp_path / "data.csv", 'filepath,text,split\npics/a.jpg,"a red, red thing",train\n'
-                 "pics/a.jpg,another caption of a,train\n./pics/b.png,green,val\npics/c.jpg,blue,test\n"
-                 "pics/d.jpg,yellow,TRAIN\n")
-    ps = read_table(path)
-    assert ps.counts() == {"train": {"images": 2, "pairs": 3}, "dev": {"images": 1, "pairs": 1},
-                           "test": {"images": 1, "pairs": 1}}
-    assert ps.n_images == 4 and list(ps.pair_image) == [0, 0, 1, 2, 3]
-    assert ps.captions[0] == "a red, red thing" and ps.images.names[1] == os.path.join("pics", "b.png")
-    assert ps.images.root == str(tmp_path)                     # relative to the table's folder
-    ps2 = read_table(write(tmp_path / "t.csv", "image,caption\na.jpg,x\n"), image_root=str(tmp_path / "pics"))
-    assert os.path.isfile(ps2.images.path(0))                  # or to image_root
-
-
-def test_table_without_split_column_splits_by_image_hash(tmp_path):
-    names = [f"img{i:03d}.jpg" for i in range(60)]
-    write_images(tmp_path, names)
-    path = write(tmp_path / "data.tsv", "image\ttitle\n" + "".join(f'{n}\ta "quoted" caption {n}\n' for n in names))
-    ps = read_table(path)
-    assert ps.n_images == 60 and ps.captions[0] == 'a "quoted" caption img000.jpg'
-    assert list(ps.image_split) == [hash_split(n) for n in ps.images.names]
-    assert set(ps.image_split) <= {"train", "dev", "test"} and (ps.image_split == "train").sum() > 40
-    assert list(read_table(path).image_split) == list(ps.image_split)  # deterministic
-
-
-def test_jsonl_reads_objects_and_counts_bad_lines(tmp_path):
-    write_images(tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
-    lines = [{"image": "a.jpg", "caption": "one", "split": "train"}, {"image": "a.jpg", "caption": "two", "split": "train"},
-             {"image": "b.jpg", "caption": "three", "split": "dev"}, {"image": "c.jpg", "caption": "four", "split": "test"}]
-    text = "\n".join(json.dumps(x) for x in lines) + '\n\n["not", "an object"]\n{"image": "c.jpg", "capt'
-    ps = read_table(write(tmp_path / "d.jsonl", text), max_skip_fraction=1.0)
-    assert ps.counts()["train"] == {"images": 1, "pairs": 2} and ps.n_pairs == 4
-    assert ps.skipped == {"not a JSON object": 2}
-    assert ps.skipped_examples[0]["where"] == "d.jsonl line 6"
-    with pytest.raises(DataError, match=r"d.jsonl line 1: needs columns image and caption; found: img, text_en"):
-        read_table(write(tmp_path / "d.jsonl", '{"img": "a.jpg", "text_en": "x"}\n'))
-
-
-def test_table_bad_rows_are_skipped_and_counted(tmp_path):
-    write_images(tmp_path, ["a.jpg", "b.jpg"])
-    path = write(tmp_path / "captions.csv",
-                 b"image,caption\na.jpg,fine\na.jpg,other\nb.jpg,good\nb.jpg,also good\na.jpg,more\n"
-                 b"a.jpg,   \n"            # line 7: empty caption
-                 b"a.jpg,fine\n"           # line 8: duplicate of line 2
-                 b"gone.jpg,lost\n"        # line 9: missing image
-                 b"b.jpg,caf\xe9\n"        # line 10: invalid UTF-8 (latin-1)
-                 b"b.jpg\n"                # line 11: too few fields
-                 b",no image\n")           # line 12: no image path
-    ps = read_table(path, max_skip_fraction=1.0)
-    assert ps.n_pairs == 5
-    assert ps.skipped == {"empty caption": 1, "duplicate row": 1, "missing image": 1, "invalid UTF-8": 1,
-                          "malformed line": 1, "no image path": 1}
-    assert [e["where"] for e in ps.skipped_examples] == [
-        "captions.csv line 7", "captions.csv line 8", "captions.csv line 9: gone.jpg", "captions.csv line 10",
-        "captions.csv line 11", "captions.csv line 12"]
-    with pytest.raises(DataError, match=r"captions.csv.*6 of 11 rows skipped.*captions.csv line 7 \(empty caption\)"):
-        read_table(path)
-
-
-@pytest.mark.parametrize("text, message", [
-    ("img,text_en\na.jpg,x\n", "data.csv: needs columns image and caption; found: img, text_en"),
-    ("", "data.csv: needs columns image and caption; found: nothing"),
-    ("image,caption,split\na.jpg,x,train\na.jpg,y,holdout\n", "data.csv line 3: split: unknown split 'holdout'"),
-    ("image,caption,split\na.jpg,x,train\na.jpg,y,test\n", "data.csv line 3: image a.jpg is in split 'test' here but in 'train' at data.csv line 2"),
-    ("url,caption\nhttps://x.org/a.jpg,x\n", "data.csv line 2: image 'https://x.org/a.jpg' is a URL"),
-    ('image,caption\na.jpg,"open quote\n', "data.csv line 2: not valid CSV"),
-])
-def test_table_errors_name_file_and_line(tmp_path, text, message):
-    write_images(tmp_path, ["a.jpg"])
-    with pytest.raises(DataError) as e:
-        read_table(write(tmp_path / "data.csv", text))
-    assert message in str(e.value)
-
-
-# -- webdataset shards ------------------------------------------------------------------------------
-def shards(tmp_path):
-    folder = tmp_path / "shards"
-    folder.mkdir()
-    write_shard(folder / "00001.tar", [
-        ("00010.jpg", image_bytes(0)), ("00010.txt", b"a red square"), ("00010.json", b'{"caption": "ignored"}'),
-        ("00011.png", image_bytes(1, "PNG")), ("00011.json", b'{"caption": "a green square"}'),
-        ("00012.txt", b"caption without image"),
-        ("00013.jpg", image_bytes(2)), ("00013.txt", b"   "),
-        ("00014.jpg", image_bytes(3)), ("00014.txt", b"caf\xe9"),
-    ])
-    write_shard(folder / "00000.tar", [(f"{k:05d}.{e}", d) for k in range(8)
-                                       for e, d in (("jpg", image_bytes(k)), ("txt", f"caption {k}".encode()))]
-                + [("00008.jpg", b"not really a jpeg"), ("00008.txt", b"corrupt image, read later")])
-    write(folder / "00000_stats.json", "{}")
-    return folder
-
-
-def test_webdataset_folder_groups_members_by_key(tmp_path):
-    ps = read_webdataset(str(shards(tmp_path)), max_skip_fraction=1.0)
-    assert isinstance(ps.images, ShardImages)    # captions read; images fetched from the shards on open
-    assert ps.n_images == ps.n_pairs == 11 and ps.captions[0] == "caption 0"      # sorted shard order
-    assert ps.images.names[9:] == ["00001.tar/00010.jpg", "00001.tar/00011.png"]
-    assert ps.captions[9:] == ["a red square", "a green square"]
-    by_hash = [hash_split(n.split("/")[1].split(".")[0]) for n in ps.images.names]
-    moved = [i for i, (a, b) in enumerate(zip(ps.image_split, by_hash)) if a != b]
-    assert len(moved) <= 2 and all(by_hash[i] == "train" for i in moved)   # filled an empty test / dev split
-    assert {"train", "dev", "test"} <= set(ps.image_split)
-    assert ps.skipped == {"no image": 1, "empty caption": 1, "invalid UTF-8": 1}
-    assert {"reason": "no image", "where": "00001.tar:00012"} in ps.skipped_examples
-    assert ps.images.open(10, 8).size == (12, 10)
-    with pytest.raises(Exception):
-        ps.images.open(8, 8)  # the corrupt image passes through; decoding finds it later
-
-
-def test_webdataset_single_shard_glob_and_errors(tmp_path):
-    folder = shards(tmp_path)
-    assert read_webdataset(str(folder / "00000.tar")).n_pairs == 9
-    assert read_webdataset(str(folder / "0000[01].tar"), 1.0).n_pairs == 11
-    with pytest.raises(DataError, match="3 of 14 rows skipped"):
-        read_webdataset(str(folder))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="x.tar: not a readable tar archive"):
-        read_webdataset(write(tmp_path / "x.tar", "just text"))
-    with pytest.raises(DataError, match="no webdataset shards in this folder"):
-        read_webdataset(str(folder / ".." / "empty"))
-    with pytest.raises(DataError, match="no files match"):
-        read_webdataset(str(folder / "*.tgz"))
-
-
-def test_webdataset_truncated_shard_keeps_what_was_read(tmp_path):
-    path = write_shard(tmp_path / "s.tar", [(f"{k:03d}.{e}", d) for k in range(20)
-                                            for e, d in (("jpg", image_bytes(k)), ("txt", b"a caption %d" % k))])
-    data = open(path, "rb").read()
-    write(path, data[: len(data) // 2 + 100])
-    ps = read_webdataset(path, max_skip_fraction=1.0)
-    assert 5 < ps.n_pairs < 20 and ps.skipped.get("truncated shard") == 1
-
-
 # -- dispatch and auto-detection --------------------------------------------------------------------
 def test_auto_detection_of_every_kind(tmp_path):
     flickr = flickr_folder(tmp_path / "flickr")
@@ -422,11 +234,3 @@ def test_describe_source_and_scenes_dispatch(monkeypatch):
     fake.make_scenes = lambda scenes_cfg: ("scenes", scenes_cfg.seed)
     monkeypatch.setitem(sys.modules, "mdw.data.scenes", fake)
     assert load_source(DataConfig(source="scenes")) == ("scenes", 0)
-
-
-def test_csv_multiline_caption_is_one_row_named_by_its_first_line(tmp_path):
-    write_images(tmp_path, ["a.jpg"])
-    path = write(tmp_path / "m.csv", 'image,caption\na.jpg,"two\nlines"\na.jpg,""\n')
-    ps = read_table(path, max_skip_fraction=1.0)
-    assert ps.captions == ["two lines"]
-    assert ps.skipped_examples == [{"reason": "empty caption", "where": "m.csv line 4"}]
