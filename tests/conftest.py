@@ -31,3 +31,16 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of many tiny ops (one Grad-CAM pass per word and shift): a second OpenMP thread only
+    spins on a shared, loaded CPU (seen 60x slower), so such a module runs on one thread. A module asks
+    for it with pytestmark = pytest.mark.usefixtures("one_thread")."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

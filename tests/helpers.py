@@ -6,6 +6,9 @@ import json
 import os
 
 import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from PIL import Image
 
 from mdw.data.pairset import BytesImages, PairSet
@@ -117,6 +120,98 @@ def bench_row(ds, eta, m, method, recall):
     """One `bench distill` table row with only the keys the merge and the summary read."""
     return {"dataset": ds, "eta": eta, "M": m, "method": method, "arch": "cpu-small", "mean_recall": recall}
 
+
+
+def tiny_setup(loss="soft", m=6, size=32, seed=0):
+    """(student, D̃ with P̃ off the identity, start, target, batches) in float64 for the matching tests."""
+    from mdw.config import ModelConfig
+    from mdw.distill.matching import Student
+    from mdw.distill.synset import DistilledSet
+    from mdw.models.presets import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(device="cpu"), size, seed=seed).double()
+    student = Student(model, loss)
+    images = torch.randint(0, 256, (m, size, size, 3), dtype=torch.uint8)
+    syn = DistilledSet.from_real(images, torch.randn(m, model.g0_dim), np.arange(m), lr=0.05)
+    syn.images, syn.text, syn.z = syn.images.double(), syn.text.double(), syn.z.double()
+    syn.log_alpha = syn.log_alpha.double()
+    syn.z += 0.3 * torch.randn_like(syn.z)  # P̃ away from the identity, so its gradient is not trivial
+    start = model.flat_params().double()
+    target = start + 0.01 * torch.randn_like(start)
+    gen = torch.Generator().manual_seed(seed)
+    batches = [torch.randperm(m, generator=gen)[:4] for _ in range(3)]
+    return student, syn.requires_grad_(True), start, target, batches
+
+
+def tiny_run_dir(tmp_path_factory) -> tuple:
+    """(run_dir, RunConfig) of one tiny run with data and DTCL experts, made once per test session
+    (the index, projection, image-decode and text-context tests share it)."""
+    from mdw.config import RunConfig, apply_overrides
+    from mdw.pipeline import stage_data, stage_experts
+    from mdw.runs.context import run_in_context
+    from mdw.runs.store import RunStore
+
+    root = tmp_path_factory.getbasetemp() / "mdw-tiny-index-run"
+    cfg = apply_overrides(RunConfig(), TINY_RUN + [f"cache_dir={root / 'cache'}"])
+    marker = root / "run_dir.txt"
+    if marker.exists():
+        return marker.read_text(), cfg
+    store = RunStore(str(root / "runs"))
+    run_id = store.create(cfg.to_dict(), name="tiny-index")
+
+    def body(ctx):
+        for name, fn in (("data", stage_data), ("experts", stage_experts)):
+            with ctx.stage(name):
+                fn(ctx, cfg, lambda f, m="": None)
+
+    assert run_in_context(store, run_id, body) == 0, store.read_status(run_id)["error"]
+    marker.write_text(store.run_dir(run_id))
+    return store.run_dir(run_id), cfg
+
+
+# ----- the planted model: Grad-CAM and attribution maps with a known answer -----
+
+class PlantedTower(nn.Module):
+    """The spatial map is the mean colour of 8x8 cells (no parameters); the embedding its mean."""
+    output_dim = 3
+
+    def forward_with_features(self, x):
+        feats = F.avg_pool2d(x, 8)
+        return feats.mean((2, 3)), feats
+
+    def forward_features(self, x):
+        return self.forward_with_features(x)[1]
+
+    def forward(self, x):
+        return self.forward_with_features(x)[0]
+
+
+PLANTED_CAPTION = "A red square, and a green square."
+
+
+def planted_model():
+    """Image tower = cell colours; h (linear) maps the words red/green/blue to the R/G/B axes."""
+    from mdw.models.model import MDWModel
+    from mdw.models.text import FrozenTextEncoder
+    from mdw.models.towers import Normalize
+
+    text = FrozenTextEncoder(embed_dim=3, proj_type="linear")
+    m = MDWModel(PlantedTower(), text, Normalize((0, 0, 0), (1, 1, 1)), "planted", 32).eval()
+    tf = text.token_features([PLANTED_CAPTION])[0]
+    names = [w.text for w in tf.words]
+    feats = torch.stack([tf.word_features()[names.index(c)] for c in ("red", "green", "square")])   # (3, 384)
+    with torch.no_grad():
+        text.proj.weight.copy_(torch.linalg.pinv(feats).T)  # W f = e: red -> R, green -> G, square -> B
+    return m
+
+
+def planted_image(seed=0):
+    rng = np.random.default_rng(seed)
+    img = rng.uniform(0.0, 0.08, size=(32, 32, 3))
+    img[0:8, 0:8] = (1.0, 0.05, 0.05)      # red cell: top left
+    img[24:32, 16:24] = (0.05, 1.0, 0.05)  # green cell: bottom, third column
+    return (img * 255).astype(np.uint8)
 
 # ----- files for the readers' tests: tiny images, Flickr8k-style folders, Karpathy JSON, shards -----
 

@@ -9,15 +9,16 @@ import torch.nn.functional as F
 from mdw.errors import ConfigError
 from mdw.heatmaps.compute import CamOptions, with_context, word_maps
 from mdw.models.attribution import attributions, border_colour, integrated_gradients
-from test_heatmaps import PLANTED_CAPTION, planted, planted_image  # noqa: F401  (planted: a fixture)
+
+from helpers import PLANTED_CAPTION, planted_image, planted_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_model()
 
 
 class SmoothTower(torch.nn.Module):

@@ -21,18 +21,18 @@ from mdw.models.presets import build_model
 from mdw.models.text import FrozenTextEncoder
 from mdw.models.towers import Normalize
 
+from helpers import PLANTED_CAPTION, planted_image, planted_model
+
 TINY_RN = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many tiny ops (one Grad-CAM pass per word and shift): a second OpenMP thread only spins on a
-    shared, loaded CPU (seen 60x slower), so this module runs on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_model()
 
 
 @pytest.fixture(scope="module")
@@ -77,45 +77,6 @@ def test_gradcam_create_graph_is_differentiable_wrt_pixels(model):
     (g,) = torch.autograd.grad(maps.sum(), x)
     assert g.shape == x.shape and torch.isfinite(g).all()
     assert all(p.grad is None for p in model.parameters())
-
-
-class PlantedTower(nn.Module):
-    """The spatial map is the mean colour of 8x8 cells (no parameters); the embedding its mean."""
-    output_dim = 3
-
-    def forward_with_features(self, x):
-        feats = F.avg_pool2d(x, 8)
-        return feats.mean((2, 3)), feats
-
-    def forward_features(self, x):
-        return self.forward_with_features(x)[1]
-
-    def forward(self, x):
-        return self.forward_with_features(x)[0]
-
-
-PLANTED_CAPTION = "A red square, and a green square."
-
-
-@pytest.fixture(scope="module")
-def planted():
-    """Image tower = cell colours; h (linear) maps the words red/green/blue to the R/G/B axes."""
-    text = FrozenTextEncoder(embed_dim=3, proj_type="linear")
-    m = MDWModel(PlantedTower(), text, Normalize((0, 0, 0), (1, 1, 1)), "planted", 32).eval()
-    tf = text.token_features([PLANTED_CAPTION])[0]
-    names = [w.text for w in tf.words]
-    feats = torch.stack([tf.word_features()[names.index(c)] for c in ("red", "green", "square")])   # (3, 384)
-    with torch.no_grad():
-        text.proj.weight.copy_(torch.linalg.pinv(feats).T)  # W f = e: red -> R, green -> G, square -> B
-    return m
-
-
-def planted_image(seed=0):
-    rng = np.random.default_rng(seed)
-    img = rng.uniform(0.0, 0.08, size=(32, 32, 3))
-    img[0:8, 0:8] = (1.0, 0.05, 0.05)      # red cell: top left
-    img[24:32, 16:24] = (0.05, 1.0, 0.05)  # green cell: bottom, third column
-    return (img * 255).astype(np.uint8)
 
 
 def test_planted_model_map_peaks_in_the_region(planted):

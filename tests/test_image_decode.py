@@ -182,7 +182,7 @@ def test_arrays_convert_like_images(tmp_path):
 # -- score, query --image, heatmap --image ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from test_index import tiny_run_dir
+    from helpers import tiny_run_dir
     return tiny_run_dir(tmp_path_factory)
 
 

@@ -9,15 +9,14 @@ import torch
 from PIL import Image
 
 from mdw.cli.main import main as cli_main
-from mdw.config import RunConfig, apply_overrides
 from mdw.errors import ConfigError, DataError, RunError
 from mdw.evaluate import ann
 from mdw.evaluate.index import RunIndex, build_run_index, load_model, parse_spec, resolve_spec
 from mdw.evaluate.retrieval import recall_at_k, recall_brute_force
 from mdw.evaluate.view_config import IndexConfig
-from mdw.runs.store import RunStore, read_json
+from mdw.runs.store import read_json
 
-from helpers import TINY_RUN
+from helpers import tiny_run_dir
 
 APPROX_RECALL_FLOOR = 0.9   # recall@10 of the tuned approximate index against the exact one
 
@@ -27,30 +26,6 @@ def clustered(n: int, d: int = 32, centres: int = 20, seed: int = 0) -> np.ndarr
     c = rng.normal(size=(centres, d))
     x = c[rng.integers(0, centres, n)] + 0.6 * rng.normal(size=(n, d))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def tiny_run_dir(tmp_path_factory) -> tuple:
-    """(run_dir, RunConfig) of one tiny run with data and DTCL experts, made once per test session
-    (test_projection.py uses it too)."""
-    from mdw.pipeline import stage_data, stage_experts
-    from mdw.runs.context import run_in_context
-
-    root = tmp_path_factory.getbasetemp() / "mdw-tiny-index-run"
-    cfg = apply_overrides(RunConfig(), TINY_RUN + [f"cache_dir={root / 'cache'}"])
-    marker = root / "run_dir.txt"
-    if marker.exists():
-        return marker.read_text(), cfg
-    store = RunStore(str(root / "runs"))
-    run_id = store.create(cfg.to_dict(), name="tiny-index")
-
-    def body(ctx):
-        for name, fn in (("data", stage_data), ("experts", stage_experts)):
-            with ctx.stage(name):
-                fn(ctx, cfg, lambda f, m="": None)
-
-    assert run_in_context(store, run_id, body) == 0, store.read_status(run_id)["error"]
-    marker.write_text(store.run_dir(run_id))
-    return store.run_dir(run_id), cfg
 
 
 @pytest.fixture(scope="module")

@@ -3,27 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_adjoint_equals_unrolled
-from mdw.config import ModelConfig
-from mdw.distill.matching import Student, match_adjoint, match_unrolled
+from helpers import assert_adjoint_equals_unrolled, tiny_setup
+from mdw.distill.matching import match_adjoint, match_unrolled
 from mdw.distill.synset import DistilledSet, decode_text
-from mdw.models.presets import build_model
-
-
-def tiny_setup(loss="soft", m=6, size=32, seed=0):
-    torch.manual_seed(seed)
-    model = build_model(ModelConfig(device="cpu"), size, seed=seed).double()
-    student = Student(model, loss)
-    images = torch.randint(0, 256, (m, size, size, 3), dtype=torch.uint8)
-    syn = DistilledSet.from_real(images, torch.randn(m, model.g0_dim), np.arange(m), lr=0.05)
-    syn.images, syn.text, syn.z = syn.images.double(), syn.text.double(), syn.z.double()
-    syn.log_alpha = syn.log_alpha.double()
-    syn.z += 0.3 * torch.randn_like(syn.z)  # P̃ away from the identity, so its gradient is not trivial
-    start = model.flat_params().double()
-    target = start + 0.01 * torch.randn_like(start)
-    gen = torch.Generator().manual_seed(seed)
-    batches = [torch.randperm(m, generator=gen)[:4] for _ in range(3)]
-    return student, syn.requires_grad_(True), start, target, batches
 
 
 @pytest.mark.parametrize("loss", ["soft", "wbce"])

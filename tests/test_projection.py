@@ -16,7 +16,7 @@ from mdw.runs.context import run_in_context
 from mdw.runs.store import RunStore
 from mdw.train.experts_io import load_scores
 
-from test_index import tiny_run_dir
+from helpers import tiny_run_dir
 
 M = 6
 

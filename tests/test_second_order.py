@@ -11,7 +11,7 @@ from mdw.distill.matching import match_adjoint, match_unrolled
 from mdw.distill.second_order import conv2d, fast_second_order, group_norm
 from mdw.models.towers import MaxPool2d
 
-from test_matching import tiny_setup
+from helpers import tiny_setup
 
 
 def _first_and_second(fn, inputs, seed=0):

@@ -82,7 +82,7 @@ def test_data_summary_counts_truncated_captions(tmp_path, cache_dir):
 # -- heatmaps and scoring on a tiny run ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from test_index import tiny_run_dir
+    from helpers import tiny_run_dir
     return tiny_run_dir(tmp_path_factory)
 
 
