@@ -8,9 +8,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-SHARED_FLICKR8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "flickr8k")
-
-
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     """A private feature/image cache for one test."""
@@ -44,3 +41,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """helpers.planted_model(): a tower whose Grad-CAM answer is known (one per module: it is read-only)."""
+    from helpers import planted_model
+    return planted_model()

@@ -13,6 +13,9 @@ from PIL import Image
 
 from mdw.data.pairset import BytesImages, PairSet
 
+# The team's Flickr8k copy, beside the repository (tests that read it skip when it is absent).
+SHARED_FLICKR8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "flickr8k")
+
 
 def png_bytes(seed: int, size: int = 24) -> bytes:
     rng = np.random.default_rng(seed)

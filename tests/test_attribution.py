@@ -10,15 +10,10 @@ from mdw.errors import ConfigError
 from mdw.heatmaps.compute import CamOptions, with_context, word_maps
 from mdw.models.attribution import attributions, border_colour, integrated_gradients
 
-from helpers import PLANTED_CAPTION, planted_image, planted_model
+from helpers import PLANTED_CAPTION, planted_image
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_model()
 
 
 class SmoothTower(torch.nn.Module):

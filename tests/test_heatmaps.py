@@ -21,18 +21,13 @@ from mdw.models.presets import build_model
 from mdw.models.text import FrozenTextEncoder
 from mdw.models.towers import Normalize
 
-from helpers import PLANTED_CAPTION, planted_image, planted_model
+from helpers import PLANTED_CAPTION, planted_image
 
 TINY_RN = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_model()
 
 
 @pytest.fixture(scope="module")

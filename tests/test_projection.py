@@ -22,7 +22,7 @@ M = 6
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
+def run_with_set(tmp_path_factory):
     """The tiny run with a distilled set started from M real training pairs (slightly perturbed)."""
     run_dir, cfg = tiny_run_dir(tmp_path_factory)
     from mdw.inputs import run_data
@@ -83,8 +83,8 @@ def _near(pts, ids, kind: int) -> tuple:
     return np.array(closer), np.array(rel)
 
 
-def test_projection_writes_every_point_and_is_reused(planted):
-    run_dir, cfg, ids = planted
+def test_projection_writes_every_point_and_is_reused(run_with_set):
+    run_dir, cfg, ids = run_with_set
     meta = project_run(run_dir, cfg, ProjectionConfig(), force=True)
     assert meta["method"] == "pca" and not meta["reused"] and meta["n_distilled"] == M
     pts = load_projection(run_dir)
@@ -116,8 +116,8 @@ def test_projection_writes_every_point_and_is_reused(planted):
         load_projection(os.path.dirname(run_dir))
 
 
-def test_umap_stage_planted_and_reused(planted):
-    run_dir, cfg, ids = planted
+def test_umap_stage_planted_and_reused(run_with_set):
+    run_dir, cfg, ids = run_with_set
     cfg.projection = ProjectionConfig(method="umap", seed=3)   # the run config's own section
     store = RunStore(os.path.dirname(run_dir))
     run_id = os.path.basename(run_dir)

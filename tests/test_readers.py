@@ -17,9 +17,7 @@ from mdw.data.readers import read_flickr_folder, read_karpathy
 from mdw.data.sources import describe_source, detect_source, load_source
 from mdw.errors import DataError
 
-from helpers import flickr_folder, karpathy, shards, write, write_images
-
-SHARED_FLICKR8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "flickr8k")
+from helpers import SHARED_FLICKR8K, flickr_folder, karpathy, shards, write, write_images
 def check_shared_index(ps):
     """Each caption's image index is valid and captions of one image share it."""
     assert len(ps.pair_image) == ps.n_pairs and ps.pair_image.max() < ps.n_images
